@@ -1,0 +1,73 @@
+"""The backend seam: ``Backend.submit(job, options) -> RunHandle``.
+
+A backend only moves a Job to a worker and events back; the magic, closure capture, result assignment and UI never
+know which backend ran a cell. Adding a backend means subclassing :class:`Backend` (and, for a third-party package,
+registering it under the ``mini_magic.backends`` entry-point group); nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..wire import Event, Job
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """A cell's options after precedence (flag > %config > environment > default) has been applied."""
+
+    backend: str
+    gpu: str | None = None
+    timeout: float = 0.0  # seconds; 0 means no limit
+    out: tuple[str, ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # the backend's own options, by argparse dest
+
+    def profile(self) -> dict[str, Any]:
+        """What the run registry records: resources, never environment values (they may be secrets)."""
+        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env), **self.extra}
+
+
+class RunHandle(ABC):
+    """One submitted run, as its backend sees it. Thread-safe: ``cancel`` may come from any thread."""
+
+    run_id: str
+
+    @abstractmethod
+    def next_events(self, timeout: float) -> list[Event]:
+        """Events that arrived, waiting up to ``timeout`` seconds for the first; [] if none came."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Ask the run to stop (a local worker gets SIGINT); a terminal event follows."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the run now, without grace; a terminal event follows."""
+
+
+class Backend(ABC):
+    """Where cells run. One instance per kernel and backend name, created on first use."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """Declare this backend's own ``%%thither`` options (shown in ``%%thither?``)."""
+
+    def prepare(self, options: RunOptions) -> None:
+        """Validate options before anything runs (raise ThitherUsageError naming the option); may warn."""
+
+    @abstractmethod
+    def submit(self, job: Job, options: RunOptions) -> RunHandle:
+        """Start (or queue) the run and return at once."""
+
+    def prewarm(self, options: RunOptions) -> None:
+        """Optionally get ready for a run with these options in the background."""
+
+    def close(self) -> None:
+        """Stop everything this backend started. Idempotent."""

@@ -1,0 +1,205 @@
+"""Local worker processes: spawned fresh (never a fork of the threaded kernel), in their own process session, each
+connected back over an authenticated Unix socket.
+
+Their own session matters: Jupyter's interrupt signals the kernel's whole process group, and that must reach only
+the worker running the interrupted cell (the kernel forwards it), never idle workers or background runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count
+
+from ..channel import AuthenticationFailed, Channel, ChannelClosed, authenticate_as_kernel
+from ..wire import Event, decode_events
+
+log = logging.getLogger("mini_magic.workers")
+
+START_TIMEOUT = 60.0
+_ids = count(1)
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process did not start and authenticate."""
+
+
+@dataclass(frozen=True)
+class WorkerProfile:
+    """The environment a worker process is started with; warm workers are reused only for the same profile,
+    because some variables (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS, LD_LIBRARY_PATH…) only act at start-up."""
+
+    environ: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> WorkerProfile:
+        return cls(tuple(sorted(environ.items())))
+
+
+def private_socket_dir() -> str:
+    """A 0700 directory for the sockets and worker logs of this kernel."""
+    return tempfile.mkdtemp(prefix="mini-magic-")
+
+
+def _worker_pythonpath(environ: dict[str, str]) -> dict[str, str]:
+    """Make sure the worker imports this very mini_magic (e.g. a development checkout)."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if "site-packages" in package_parent:
+        return environ
+    existing = environ.get("PYTHONPATH", "")
+    paths = [package_parent, *(p for p in existing.split(os.pathsep) if p)]
+    return {**environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+class WorkerProcess:
+    """One worker process and the thread that reads its events.
+
+    ``on_events(worker, events)`` is called on the reader thread; ``on_exit(worker, returncode, log_tail)`` once,
+    when the connection ends (the process is then reaped).
+    """
+
+    def __init__(
+        self,
+        profile: WorkerProfile,
+        *,
+        socket_dir: str,
+        cwd: str,
+        on_events: Callable[[WorkerProcess, list[Event]], None],
+        on_exit: Callable[[WorkerProcess, int | None, str], None],
+        key: bytes | None = None,
+    ) -> None:
+        self.profile = profile
+        self.id = next(_ids)
+        self._on_events = on_events
+        self._on_exit = on_exit
+        self.log_path = os.path.join(socket_dir, f"worker-{self.id}.log")
+        self.returncode: int | None = None
+        self.last_used = time.monotonic()
+        key = key if key is not None else os.urandom(32)
+        address = os.path.join(socket_dir, f"worker-{self.id}.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            listener.listen(4)
+            with open(self.log_path, "wb") as log_file:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "mini_magic.worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    env=_worker_pythonpath(dict(profile.environ)),
+                    cwd=cwd,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"address": address, "key": key.hex()}).encode() + b"\n")
+            self.proc.stdin.close()
+            self.channel = Channel(self._accept(listener, key))
+        except BaseException:
+            self._terminate_process()
+            raise
+        finally:
+            listener.close()
+            try:
+                os.unlink(address)
+            except OSError:
+                pass
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, name=f"mini-magic-worker-{self.id}", daemon=True)
+        self._reader.start()
+
+    def _accept(self, listener: socket.socket, key: bytes) -> socket.socket:
+        """Accept until our worker authenticates; any other peer is refused and dropped."""
+        listener.settimeout(0.05)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except (socket.timeout, BlockingIOError):
+                if self.proc.poll() is not None:
+                    raise WorkerStartError(
+                        f"the worker process exited with code {self.proc.returncode} before connecting: "
+                        f"{self.log_tail() or 'no output'}"
+                    ) from None
+                continue
+            conn.settimeout(10)
+            try:
+                authenticate_as_kernel(conn, key)
+            except (AuthenticationFailed, OSError) as exc:
+                log.warning("refused a connection on the worker socket: %s", exc)
+                conn.close()
+                continue
+            conn.settimeout(None)
+            return conn
+        raise WorkerStartError(f"the worker did not connect within {START_TIMEOUT:.0f} s: {self.log_tail()}")
+
+    def _read(self) -> None:
+        try:
+            while True:
+                events = decode_events(self.channel.recv_frames())
+                self.last_used = time.monotonic()
+                self._on_events(self, events)
+        except (ChannelClosed, OSError):
+            pass
+        except Exception:  # noqa: BLE001 - a reader thread must never die silently
+            log.exception("worker %s: reading events failed", self.id)
+        self.channel.close()
+        try:
+            self.returncode = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._terminate_process()
+            self.returncode = self.proc.returncode
+        self._on_exit(self, self.returncode, self.log_tail())
+
+    def send(self, frames: list) -> None:
+        self.channel.send_frames(frames)
+
+    def interrupt(self) -> None:
+        """SIGINT to this worker only (it is in its own session, so nothing else receives it)."""
+        self._signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Stop the worker now. Idempotent."""
+        self.kill()
+        self.channel.close()
+
+    def _terminate_process(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, limit: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""

@@ -1,0 +1,212 @@
+"""Kernel side: turn a cell and the notebook namespace into a Job, refusing what cannot travel before anything runs.
+
+What travels: the values of the names the cell reads (modules by name), the source of the notebook's local modules
+the cell uses (so they import where the notebook's files do not exist), and the source lines of notebook cells that
+defined shipped functions (so remote tracebacks show them).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import linecache
+import os
+import socket
+import sqlite3
+import sys
+import sysconfig
+import threading
+import types
+from collections.abc import Iterable
+from typing import Any
+
+import cloudpickle
+
+from . import wire
+from .closure import CellAnalysis
+from .errors import CaptureError
+
+# Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).
+_NEVER_CAPTURED = frozenset({"get_ipython", "exit", "quit", "__builtins__", "In", "Out", "_ih", "_oh", "_dh"})
+_ALWAYS_REMOTE = frozenset({"mini_magic", "cloudpickle", "__main__", "builtins"})
+MAX_SHIPPED_SOURCE = 20 * 1024 * 1024
+
+_SYSTEM_PATHS = tuple(
+    os.path.realpath(p)
+    for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
+    if p
+)
+
+
+class _RecordingPickler(cloudpickle.Pickler):
+    """Notes the modules of classes and functions pickled by reference: those modules must import remotely."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules: set[str] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str):
+                self.modules.add(module)
+        return super().reducer_override(obj)
+
+
+def closure_values(analysis: CellAnalysis, namespace: dict[str, Any], extra: Iterable[str] = ()) -> dict[str, Any]:
+    """The values the cell reads (and ``--out`` names it may mutate), in order; absent names stay absent."""
+    values: dict[str, Any] = {}
+    for name in (*analysis.reads, *extra):
+        if name in namespace and name not in _NEVER_CAPTURED and name not in values:
+            value = namespace[name]
+            values[name] = wire.ModuleRef(value.__name__) if isinstance(value, types.ModuleType) else value
+    return values
+
+
+def pack_closure(values: dict[str, Any]) -> tuple[wire.PackedValues, set[str]]:
+    """Pack the closure; on failure raise CaptureError naming the variable, why, and what to do."""
+    picklers: list[_RecordingPickler] = []
+
+    def factory(*args: Any, **kwargs: Any) -> _RecordingPickler:
+        picklers.append(_RecordingPickler(*args, **kwargs))
+        return picklers[-1]
+
+    try:
+        packed, _ = wire.pack_values(values, pickler_factory=factory)
+    except wire.PackError as exc:
+        reason, fix = explain_unpicklable(exc.value, exc.cause)
+        raise CaptureError(exc.name, type(exc.value).__name__, reason, fix) from exc.cause
+    modules = set(picklers[-1].modules) if picklers else set()
+    modules.update(v.name for v in values.values() if isinstance(v, wire.ModuleRef))
+    return packed, modules
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Semaphore,
+               threading.Event)
+_GENERIC_FIX = (
+    "Build it inside the cell from its configuration (send the config, not the object), or give its class "
+    "__getstate__/__setstate__ that leave out the part that cannot be copied."
+)
+
+
+def explain_unpicklable(value: Any, cause: BaseException) -> tuple[str, str]:
+    """A reason a person understands, and the fix, for a value pickle refused."""
+    if isinstance(value, io.IOBase):
+        return ("an open file or stream belongs to this process", "Send its path (a str) and open it inside the cell.")
+    if isinstance(value, _LOCK_TYPES):
+        return ("a lock or other synchronisation object only works inside one process", "Create it inside the cell.")
+    if isinstance(value, socket.socket):
+        return ("an open network connection belongs to this process", "Connect inside the cell.")
+    if isinstance(value, sqlite3.Connection):
+        return ("an open database connection belongs to this process",
+                "Send the database path and connect inside the cell.")
+    if isinstance(value, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+        return ("a running generator or coroutine keeps its state in this process",
+                "Turn it into a list first (xs = list(gen)) or create the generator inside the cell.")
+    return (f"it holds something that cannot be pickled ({type(cause).__name__}: {cause})", _GENERIC_FIX)
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    """Absolute module names a piece of code imports (``from . import x`` is left to the package shipping)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _is_local_path(path: str, root: str) -> bool:
+    real = os.path.realpath(path)
+    return (
+        real.startswith(root + os.sep)
+        and not real.startswith(_SYSTEM_PATHS)
+        and "site-packages" not in real
+        and "dist-packages" not in real
+    )
+
+
+def _local_spec(top: str, root: str) -> Any:
+    if top in _ALWAYS_REMOTE or top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or [])
+    path = locations[0] if locations else spec.origin
+    if not path or not os.path.exists(path) or not _is_local_path(path, root):
+        return None
+    return spec
+
+
+def local_module_sources(module_names: Iterable[str], root: str) -> tuple[wire.ModuleSource, ...]:
+    """The source of every local module (and package) among ``module_names``, and of local modules they import."""
+    root = os.path.realpath(root)
+    shipped: dict[str, wire.ModuleSource] = {}
+    pending = {name.partition(".")[0] for name in module_names}
+    seen: set[str] = set()
+    total = 0
+    while pending:
+        top = pending.pop()
+        if top in seen:
+            continue
+        seen.add(top)
+        spec = _local_spec(top, root)
+        if spec is None:
+            continue
+        for source in _read_module_files(top, spec):
+            shipped[source.name] = source
+            total += len(source.source)
+            try:
+                pending.update(n.partition(".")[0] for n in imported_modules(ast.parse(source.source)))
+            except SyntaxError:
+                pass  # the remote import will raise it with the file and line
+    if total > MAX_SHIPPED_SOURCE:
+        raise CaptureError(
+            "local modules", "source", f"{total / 1e6:.0f} MB of local module source would be shipped with the cell",
+            "Install large local packages in the worker environment instead (pip install -e .).",
+        )
+    return tuple(shipped.values())
+
+
+def _read_module_files(top: str, spec: Any) -> Iterable[wire.ModuleSource]:
+    if not spec.submodule_search_locations:
+        with open(spec.origin, encoding="utf-8") as f:
+            yield wire.ModuleSource(top, f.read(), False, spec.origin)
+        return
+    package_dir = list(spec.submodule_search_locations)[0]
+    for dirpath, dirnames, filenames in os.walk(package_dir):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "__pycache__"))]
+        rel = os.path.relpath(dirpath, package_dir)
+        parts = [top] + ([] if rel == "." else rel.split(os.sep))
+        if "__init__.py" not in filenames and rel != ".":
+            continue
+        for filename in sorted(filenames):
+            if not filename.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, filename)
+            is_package = filename == "__init__.py"
+            name = ".".join(parts if is_package else [*parts, filename[:-3]])
+            with open(path, encoding="utf-8") as f:
+                yield wire.ModuleSource(name, f.read(), is_package, path)
+
+
+def notebook_sources(values: Iterable[Any]) -> dict[str, str]:
+    """Source text of the notebook cells that defined the shipped functions and classes (from linecache)."""
+    files: set[str] = set()
+    for value in values:
+        members = list(vars(value).values()) if isinstance(value, type) else [value]
+        for member in members:
+            code = getattr(member, "__code__", None)
+            if code is not None:
+                files.add(code.co_filename)
+    sources = {}
+    for filename in files:
+        if filename in linecache.cache and not os.path.exists(filename):
+            sources[filename] = "".join(linecache.getlines(filename))
+    return sources

@@ -1,0 +1,115 @@
+"""The kernel <-> local worker channel: mutual HMAC authentication, then length-prefixed multi-frame messages.
+
+Over a Unix socket in a private directory (the socket is 0600, the directory 0700), a connection is of no use to a
+peer that does not hold the per-worker key: the kernel challenges first, so an impostor learns nothing, and the
+worker checks the kernel's proof before it reads a single job frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+_COUNT = struct.Struct("!I")
+_LENGTH = struct.Struct("!Q")
+
+
+class ChannelClosed(EOFError):
+    """The peer closed the connection."""
+
+
+class Channel:
+    """Length-prefixed multi-frame messages over a stream socket; send is thread-safe, recv is single-reader."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+
+    def send_frames(self, frames: Sequence[Any]) -> None:
+        views = [memoryview(f).cast("B") for f in frames]
+        head = _COUNT.pack(len(views)) + b"".join(_LENGTH.pack(v.nbytes) for v in views)
+        with self._send_lock:
+            if views and views[0].nbytes < 65536:
+                # One syscall for the common small message.
+                self.sock.sendall(head + views[0].tobytes())
+                rest = views[1:]
+            else:
+                self.sock.sendall(head)
+                rest = views
+            for view in rest:
+                self.sock.sendall(view)
+
+    def recv_frames(self) -> list[bytearray]:
+        (count,) = _COUNT.unpack(self._recv_exact(_COUNT.size))
+        lengths = [_LENGTH.unpack(self._recv_exact(_LENGTH.size))[0] for _ in range(count)]
+        return [self._recv_exact(n) for n in lengths]
+
+    def _recv_exact(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise ChannelClosed("the peer closed the connection")
+            got += k
+        return buf
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+_AUTH_MAGIC = b"MINIMAGIC-AUTH-1"
+_NONCE = 32
+
+
+class AuthenticationFailed(ConnectionError):
+    """The peer did not prove it holds the channel key."""
+
+
+def _proof(key: bytes, role: bytes, nonce: bytes) -> bytes:
+    return hmac.new(key, role + nonce, hashlib.sha256).digest()
+
+
+def _recv_fixed(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise AuthenticationFailed("the peer closed the connection during authentication")
+        data += chunk
+    return data
+
+
+def authenticate_as_kernel(sock: socket.socket, key: bytes) -> None:
+    """Challenge the worker first (so an impostor learns nothing), then answer its challenge."""
+    nonce = os.urandom(_NONCE)
+    sock.sendall(_AUTH_MAGIC + nonce)
+    if not hmac.compare_digest(_recv_fixed(sock, 32), _proof(key, b"worker", nonce)):
+        sock.sendall(b"\x00")
+        raise AuthenticationFailed("the worker did not prove it holds the key; connection refused")
+    sock.sendall(b"\x01")
+    worker_nonce = _recv_fixed(sock, _NONCE)
+    sock.sendall(_proof(key, b"kernel", worker_nonce))
+
+
+def authenticate_as_worker(sock: socket.socket, key: bytes) -> None:
+    head = _recv_fixed(sock, len(_AUTH_MAGIC) + _NONCE)
+    if not head.startswith(_AUTH_MAGIC):
+        raise AuthenticationFailed("the peer does not speak the mini_magic channel protocol")
+    sock.sendall(_proof(key, b"worker", head[len(_AUTH_MAGIC) :]))
+    if _recv_fixed(sock, 1) != b"\x01":
+        raise AuthenticationFailed("the kernel refused this worker's key")
+    nonce = os.urandom(_NONCE)
+    sock.sendall(nonce)
+    if not hmac.compare_digest(_recv_fixed(sock, 32), _proof(key, b"kernel", nonce)):
+        raise AuthenticationFailed("the peer did not prove it holds the key; refusing to run anything")

@@ -1,0 +1,106 @@
+"""The exceptions mini_magic raises, rooted at :class:`MiniMagicError`.
+
+::
+
+    MiniMagicError
+     ├── ThitherUsageError      bad option / cell that cannot run remotely (raised before anything runs)
+     │    └── CaptureError      a captured value cannot travel to the worker
+     ├── ProtocolMismatch       local and remote speak different wire versions / Pythons / cloudpickles
+     ├── RunFailed              the run did not produce a result
+     │    ├── WorkerCrashed     the worker process died (exit code or signal is in the message)
+     │    ├── RunTimeout        ``--timeout`` elapsed
+     │    └── RunCancelled      cancelled from the UI / API
+     └── RemoteError           the cell raised an exception whose type cannot be rebuilt locally
+
+Exceptions raised *by the cell* are re-raised locally with their own type when it can be imported here; only
+otherwise do they become :class:`RemoteError`. Every error message names the side that failed and the fix.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from IPython.core.error import UsageError
+
+
+class MiniMagicError(Exception):
+    """Base class of every error mini_magic raises itself.
+
+    The notebook shows only the message: the kernel-side frames that raised it say nothing a user can act on.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+class ThitherUsageError(MiniMagicError, UsageError):
+    """The cell or its options cannot run remotely; raised before anything runs, namespace untouched.
+
+    It subclasses IPython's ``UsageError`` so a notebook shows the message without a Python traceback.
+    """
+
+
+class CaptureError(ThitherUsageError):
+    """A value the cell reads cannot be sent to the worker."""
+
+    def __init__(self, name: str, type_name: str, reason: str, fix: str) -> None:
+        self.name = name
+        self.type_name = type_name
+        self.reason = reason
+        self.fix = fix
+        super().__init__(
+            f"cannot send variable {name!r} ({type_name}) to the worker: {reason}. {fix} "
+            "Nothing ran and the notebook namespace is unchanged."
+        )
+
+
+class ProtocolMismatch(MiniMagicError):
+    """The Job's header does not match what the worker speaks (checked before anything is unpickled)."""
+
+
+class RunFailed(MiniMagicError):
+    """The run ended without a result."""
+
+
+class WorkerCrashed(RunFailed):
+    """The worker process died while running the cell."""
+
+
+class RunTimeout(RunFailed):
+    """The run exceeded its ``--timeout``."""
+
+
+class RunCancelled(RunFailed):
+    """The run was cancelled before it finished; nothing was assigned."""
+
+
+class RemoteError(MiniMagicError):
+    """An exception raised by the cell remotely whose type cannot be rebuilt in the kernel.
+
+    ``type_name`` is the remote exception's qualified type name; ``remote_traceback`` its formatted traceback
+    (frames point at the cell's own lines). IPython calls :meth:`_render_traceback_` to show it.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+    def _render_traceback_(self) -> list[str]:
+        return render_remote_traceback(self.remote_traceback, f"{self.type_name}: {self.message}")
+
+
+def render_remote_traceback(remote_traceback: str, summary: str) -> list[str]:
+    """Lines IPython shows for an exception that happened in the worker."""
+    lines = ["\x1b[31m--- remote traceback (thither worker) ---\x1b[0m"]
+    lines.extend(remote_traceback.rstrip("\n").splitlines() or [summary])
+    return lines
+
+
+class ThitherWarning(UserWarning):
+    """A run went ahead, but not exactly as asked (e.g. a value could not come back, no local GPU)."""
+
+
+# Each message names its own variable or option; repeats must not be swallowed by the default once-per-line filter.
+warnings.simplefilter("always", ThitherWarning)

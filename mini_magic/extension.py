@@ -1,0 +1,109 @@
+"""Per-kernel state of the extension: configuration, run registry, backends, and the notebook output sink."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+from typing import Any
+
+from .backends import Backend, backend_classes
+from .backends.base import RunOptions
+from .config import Thither
+from .runs import RunRegistry
+
+log = logging.getLogger("mini_magic")
+
+
+class NotebookSink:
+    """Writes a run's output into the cell that is executing, as if the cell had produced it."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def stdout(self, text: str) -> None:
+        sys.stdout.write(text)
+
+    def stderr(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
+        transient = {"display_id": display_id} if display_id else None
+        self.shell.display_pub.publish(data=data, metadata=metadata, transient=transient, update=update)
+
+    def clear_output(self, wait: bool) -> None:
+        from IPython.display import clear_output
+
+        clear_output(wait=wait)
+
+    def show_value(self, value: Any) -> None:
+        self.shell.displayhook(value)
+
+    def show_bundle(self, data: dict[str, Any]) -> None:
+        self.shell.display_pub.publish(data=data, metadata={})
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+class ExtensionState:
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.config = Thither(parent=shell)
+        kernel = getattr(shell, "kernel", None)
+        kernel_id = getattr(kernel, "ident", None) if kernel is not None else None
+        self.registry = RunRegistry(self.config.run_store or None, kernel_id=kernel_id)
+        self.sink = NotebookSink(shell)
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            cls = backend_classes()[name]
+            if name == "local":
+                self._backends[name] = cls(max_workers=self.config.max_workers, prewarm=self.config.prewarm)
+            else:
+                self._backends[name] = cls(config=self.config)
+        return self._backends[name]
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                log.exception("closing backend %s failed", backend.name)
+        self._backends.clear()
+        self.registry.close()
+
+
+_STATE: dict[int, ExtensionState] = {}
+
+
+def load(shell: Any) -> None:
+    from .magics import ThitherMagics
+
+    if id(shell) in _STATE:
+        return
+    state = ExtensionState(shell)
+    _STATE[id(shell)] = state
+    shell.register_magics(ThitherMagics(shell, state))
+    shell.configurables.append(state.config)
+    atexit.register(state.close)
+    if state.config.prewarm and state.config.backend == "local":
+        state.backend("local").prewarm(RunOptions(backend="local", gpu=state.config.gpu, env=dict(state.config.env)))
+
+
+def unload(shell: Any) -> None:
+    state = _STATE.pop(id(shell), None)
+    if state is None:
+        return
+    for kind in ("line", "cell"):
+        shell.magics_manager.magics[kind].pop("thither", None)
+    if state.config in shell.configurables:
+        shell.configurables.remove(state.config)
+    atexit.unregister(state.close)
+    state.close()
+
+
+def state_of(shell: Any) -> ExtensionState | None:
+    return _STATE.get(id(shell))

@@ -1,0 +1,155 @@
+"""``%%thither`` and ``%thither``: parse options, then call :func:`mini_magic.execution.run_cell`.
+
+The option parser is built at load time from the core options plus every registered backend's own options, so a
+backend adds flags (and they show in ``%%thither?``) without this module knowing them.
+"""
+
+from __future__ import annotations
+
+import keyword
+import sys
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+
+from .backends import backend_classes
+from .backends.base import RunOptions
+from .config import DEFAULT_TIMEOUT
+from .errors import ThitherUsageError
+from .execution import CellContext, run_cell
+
+if TYPE_CHECKING:
+    from .extension import ExtensionState
+
+_CORE = {"backend", "gpu", "timeout", "out", "env"}
+
+
+def build_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(
+        prog="%%thither",
+        description=(
+            "Run this cell in a worker (a separate local process by default, or a cloud backend). The names the "
+            "cell reads from the notebook travel with it; the names it assigns, and captured objects it changes "
+            "by item or attribute assignment (df['c'] = ..., obj.x = ...), come back when it succeeds. Changes "
+            "made through method calls (xs.append(...)) come back only when named in --out. Output streams live."
+        ),
+        add_help=False,
+    )
+    parser.add_argument("--backend", metavar="NAME", help="where to run: " + ", ".join(
+        f"'{name}' ({cls.description})" if cls.description else f"'{name}'" for name, cls in backend_classes().items()
+    ) + ". Default: %%config Thither.backend, else $MINI_MAGIC_BACKEND, else 'local'.")
+    parser.add_argument("--gpu", metavar="SPEC", help="GPU request, e.g. L4, A100-80GB:2, any. The local backend "
+                        "exposes that many visible GPUs (CUDA_VISIBLE_DEVICES) and warns when there is none.")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, help="stop the run after this long "
+                        f"(0: no limit). Default: %%config Thither.timeout, else {DEFAULT_TIMEOUT:.0f} (24 h).")
+    parser.add_argument("--out", metavar="a,b", help="bring back exactly these names ('' for none) instead of "
+                        "everything the cell assigns; also names mutated through method calls, e.g. --out xs.")
+    parser.add_argument("--env", metavar="KEY=VALUE", action="append", default=[],
+                        help="set an environment variable for this run (repeatable).")
+    for name, cls in backend_classes().items():
+        group = parser.add_argument_group(f"{name} backend options")
+        cls.add_arguments(group)
+    return parser
+
+
+def parse_out(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.strip("'\"").split(",") if n.strip())
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ThitherUsageError(f"--out: {name!r} is not a variable name; give names separated by commas.")
+    return names
+
+
+def parse_env(items: list[str], defaults: dict[str, str]) -> dict[str, str]:
+    env = dict(defaults)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ThitherUsageError(f"--env expects KEY=VALUE, got {item!r}.")
+        env[key.strip()] = value
+    return env
+
+
+def _current_count(shell: Any) -> int:
+    """The running cell's In[N]: IPython 9 increments the counter before the cell runs, IPython 8 after."""
+    import IPython
+
+    return shell.execution_count - 1 if IPython.version_info >= (9,) else shell.execution_count
+
+
+@magics_class
+class ThitherMagics(Magics):
+    def __init__(self, shell: Any, state: ExtensionState) -> None:
+        super().__init__(shell)
+        self.state = state
+        self.parser = build_parser()
+        # `%%thither?` shows the function's docstring: make it the full option help.
+        type(self).thither.__doc__ = self.parser.format_help()
+
+    def options(self, line: str) -> RunOptions:
+        args = self.parser.parse_argstring(line)
+        config = self.state.config
+        backend = args.backend or config.backend
+        if backend not in backend_classes():
+            raise ThitherUsageError(
+                f"--backend {backend!r} is not available; choose one of: {', '.join(backend_classes())}."
+            )
+        timeout = config.timeout if args.timeout is None else args.timeout
+        if timeout < 0:
+            raise ThitherUsageError("--timeout must be 0 (no limit) or a positive number of seconds.")
+        extra = {k: v for k, v in vars(args).items() if k not in _CORE and v is not None}
+        return RunOptions(
+            backend=backend,
+            gpu=args.gpu if args.gpu is not None else config.gpu,
+            timeout=timeout,
+            out=parse_out(args.out),
+            env=parse_env(args.env, dict(config.env)),
+            extra=extra,
+        )
+
+    @line_cell_magic
+    def thither(self, line: str, cell: str | None = None) -> Any:
+        if cell is None:
+            return self._line_command(line)
+        options = self.options(line)
+        source = self.shell.transform_cell(cell)
+        run_cell(
+            source,
+            self.shell.user_ns,
+            options,
+            backend=self.state.backend(options.backend),
+            registry=self.state.registry,
+            sink=self.state.sink,
+            context=self._context(cell),
+            interrupt_grace=self.state.config.interrupt_grace,
+        )
+        return None
+
+    def _context(self, cell: str) -> CellContext:
+        parent: dict[str, Any] = {}
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is not None:
+            try:
+                parent = kernel.get_parent() or {}
+            except Exception:  # noqa: BLE001 - no parent outside a kernel request
+                parent = {}
+        first = next((line.strip() for line in cell.splitlines() if line.strip()), "")
+        return CellContext(
+            cell_id=(parent.get("metadata") or {}).get("cellId"),
+            msg_id=(parent.get("header") or {}).get("msg_id"),
+            execution_count=_current_count(self.shell),
+            label=first[:80] or None,
+        )
+
+    def _line_command(self, line: str) -> None:
+        words = line.split()
+        if words[:1] == ["runs"]:
+            for record in self.state.registry.recent(int(words[1]) if len(words) > 1 else 20):
+                elapsed = f"{record.elapsed:.2f}s" if record.elapsed is not None else "-"
+                print(f"{record.run_id}  {record.state.value:9}  {record.backend:6}  {elapsed:>9}  "
+                      f"{record.label or ''}  {record.error or ''}", file=sys.stdout)
+            return
+        raise ThitherUsageError("use %%thither as a cell magic (see %%thither?); `%thither runs [N]` lists recent runs.")

@@ -1,0 +1,313 @@
+"""The remote side of a run, the same code in a local worker process and in a Modal container.
+
+A worker receives Jobs, runs each cell in a fresh namespace holding only its closure, streams events back (output,
+displays, then a Result or an Error) and restores its process state (environment, working directory, ``sys.path``,
+local modules) after every run, so nothing leaks from one run into the next. Standard library and cloudpickle only.
+
+Run as ``python -m mini_magic.worker``: it reads one JSON line ``{"address": ..., "key": ...}`` from stdin, connects
+to the kernel's Unix socket and authenticates before it reads any job.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import faulthandler
+import inspect
+import json
+import linecache
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from types import ModuleType, TracebackType
+from typing import Any
+
+from . import wire
+from .channel import Channel, ChannelClosed, authenticate_as_worker
+from .worker_io import EventSender, OutputCapture
+from .worker_modules import ShippedModules, evict_local_modules
+from .worker_shell import WorkerShell
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_HIDDEN_NAMES = frozenset({"__builtins__", "get_ipython"})
+
+
+class Worker:
+    """Runs jobs one after another; ``sender`` carries events, ``capture`` the fd-level output."""
+
+    def __init__(self, sender: EventSender, capture: OutputCapture | None, display: Any = None) -> None:
+        self.sender = sender
+        self.capture = capture
+        self.display = display
+
+    def sync_output(self) -> None:
+        if self.capture is not None:
+            self.capture.sync()
+
+    def handle(self, frames: list[Any]) -> None:
+        """Check the header of one job message before unpickling anything, then run it."""
+        header = wire.JobHeader.from_dict(wire.read_control(frames[0]))
+        problem = header.mismatch()
+        if problem is not None:
+            self.sender.emit(
+                wire.Error,
+                type_module="mini_magic.errors",
+                type_qualname="ProtocolMismatch",
+                message=problem,
+                traceback="",
+            )
+            return
+        self.run(wire.decode_job(header, frames[1:]))
+
+    def run(self, job: wire.Job) -> None:
+        self.sender.emit(wire.Started, run_id=job.header.run_id, pid=os.getpid(), host=socket.gethostname())
+        saved = _ProcessState.save()
+        if self.capture is not None:
+            self.capture.active = True
+        previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self._run(job, saved)
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+            self.sync_output()
+            if self.capture is not None:
+                self.capture.active = False
+            saved.restore()
+            evict_local_modules(job.modules, job.cwd)
+
+    def _run(self, job: wire.Job, saved: _ProcessState) -> None:
+        try:
+            os.environ.update(job.env)
+            if job.cwd and os.path.isdir(job.cwd):
+                os.chdir(job.cwd)
+            _register_sources(job)
+            with ShippedModules(job.modules):
+                namespace = self._namespace(job)
+                initial = dict(namespace)
+                if self.display is not None:
+                    self.display.before_run()
+                has_value, value = _execute(job, namespace)
+                if self.display is not None:
+                    self.display.after_run()
+                self.sync_output()
+                self._send_result(job, namespace, initial, has_value, value, saved)
+        except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
+            self.sync_output()
+            self._send_error(exc, saved)
+
+    def _namespace(self, job: wire.Job) -> dict[str, Any]:
+        namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _SHELL.get_ipython}
+
+        def failed(name: str, exc: BaseException) -> None:
+            # Keep the exception's type (the kernel re-raises it as such) but say which variable and what to do.
+            exc.args = (
+                f"variable {name!r} could not be rebuilt in the worker: {exc}. Install what it needs where the "
+                "cell runs (for Modal: --pip), or build the value inside the cell.",
+            )
+            raise exc
+
+        values = job.closure.unpack(on_error=failed)
+        for name, value in values.items():
+            namespace[name] = _import_module(value.name) if isinstance(value, wire.ModuleRef) else value
+        return namespace
+
+    def _send_result(self, job, namespace, initial, has_value, value, saved) -> None:
+        names, unsendable = _output_names(job, namespace, initial)
+        values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
+        packed, failures = wire.pack_values(values, skip_failures=True)
+        for name, failure in failures.items():
+            unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
+        deleted = tuple(n for n in dict.fromkeys((*job.deleted, *initial)) if n not in namespace and n in initial)
+        trailing, bundle = None, None
+        if has_value and value is not None:
+            trailing, fails = wire.pack_values({"_": value}, skip_failures=True)
+            if fails:
+                trailing = None
+                bundle = self._format(value)
+        self.sender.emit(
+            wire.Result,
+            outputs=packed,
+            unsendable=unsendable,
+            deleted=deleted,
+            trailing=trailing,
+            trailing_bundle=bundle,
+            dirty=saved.dirty_reason(),
+        )
+
+    def _format(self, value: Any) -> dict[str, Any]:
+        if self.display is not None:
+            data, _ = self.display.format(value)
+            return data
+        return {"text/plain": repr(value)}
+
+    def _send_error(self, exc: BaseException, saved: _ProcessState) -> None:
+        tb = exc.__traceback__
+        while tb is not None and _is_internal(tb):
+            tb = tb.tb_next
+        exc.__traceback__ = tb
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        packed, failures = wire.pack_values({"exception": exc}, skip_failures=True)
+        dirty = saved.dirty_reason()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+            dirty = dirty or f"the run ended with {type(exc).__name__}"
+        self.sender.emit(
+            wire.Error,
+            type_module=type(exc).__module__,
+            type_qualname=type(exc).__qualname__,
+            message=str(exc),
+            traceback=text,
+            exception=None if failures else packed,
+            dirty=dirty,
+        )
+
+
+_SHELL = WorkerShell()
+
+
+def _import_module(name: str) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _is_internal(tb: TracebackType) -> bool:
+    return tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _register_sources(job: wire.Job) -> None:
+    """So remote tracebacks show source lines: the cell itself, and notebook cells that defined shipped functions."""
+    sources = dict(job.linecache)
+    cell_text = "\n" * (job.first_line - 1) + job.source
+    sources[job.filename] = cell_text
+    for filename, text in sources.items():
+        linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+
+
+def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
+    """Run the cell; return (True, value) when its last statement is an expression to display."""
+    source = "\n" * (job.first_line - 1) + job.source
+    tree = ast.parse(source, job.filename)
+    trailing = None
+    if job.display_trailing and tree.body and isinstance(tree.body[-1], ast.Expr):
+        trailing = ast.Expression(tree.body.pop().value)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def evaluate(code: Any) -> Any:
+        nonlocal loop
+        result = eval(code, namespace)  # noqa: S307 - running the user's cell is the point
+        if code.co_flags & inspect.CO_COROUTINE:
+            loop = loop or asyncio.new_event_loop()
+            result = loop.run_until_complete(result)
+        return result
+
+    try:
+        evaluate(compile(tree, job.filename, "exec", flags=flags, dont_inherit=True))
+        if trailing is None:
+            return False, None
+        return True, evaluate(compile(trailing, job.filename, "eval", flags=flags, dont_inherit=True))
+    finally:
+        if loop is not None:
+            loop.close()
+
+
+def _output_names(job: wire.Job, namespace: dict[str, Any], initial: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """Which names go back: ``--out`` exactly, or what the analysis found plus whatever the run (re)bound."""
+    unsendable: dict[str, str] = {}
+    if job.outputs is not None:
+        names = [n for n in job.outputs if n in namespace]
+        for name in job.outputs:
+            if name not in namespace:
+                unsendable[name] = "it is not defined in the worker after the cell ran"
+        return names, unsendable
+    names = [n for n in job.candidates if n in namespace]
+    for name, value in namespace.items():
+        if name in _HIDDEN_NAMES or (name.startswith("__") and name.endswith("__")):
+            continue
+        if name not in initial or initial[name] is not value:
+            names.append(name)
+    return list(dict.fromkeys(names)), unsendable
+
+
+class _ProcessState:
+    """What a run may change in the worker process, saved before and restored after it."""
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.path = list(sys.path)
+        self.threads = set(threading.enumerate())
+
+    @classmethod
+    def save(cls) -> _ProcessState:
+        return cls()
+
+    def dirty_reason(self) -> str | None:
+        """Why this worker should not run another cell (threads the cell started are still running)."""
+        leftover = [t.name for t in threading.enumerate() if t not in self.threads and t.is_alive() and not t.daemon]
+        if leftover:
+            return f"the cell left threads running: {', '.join(leftover[:5])}"
+        return None
+
+    def restore(self) -> None:
+        if dict(os.environ) != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        try:
+            os.chdir(self.cwd)
+        except OSError:
+            pass
+        sys.path[:] = self.path
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the kernel goes away, even while a cell is busy (the socket EOF is only seen between jobs).
+
+    Polling is deliberate: PR_SET_PDEATHSIG fires when the *thread* that spawned us exits, and workers are
+    spawned from short-lived threads.
+    """
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def main() -> int:
+    boot = json.loads(sys.stdin.readline())
+    parent_pid = os.getppid()
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="mini-magic-watchdog", daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a running cell is interruptible
+    log_fd = os.dup(2)
+    faulthandler.enable(file=os.fdopen(os.dup(log_fd), "w"), all_threads=True)
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(boot["address"])
+    authenticate_as_worker(sock, bytes.fromhex(boot["key"]))
+    sock.settimeout(None)
+    channel = Channel(sock)
+    sender = EventSender(lambda events: channel.send_frames(wire.encode_events(events)))
+    capture = OutputCapture(sender, log_fd)
+
+    from . import worker_display
+
+    worker = Worker(sender, capture)
+    worker.display = worker_display.install(sender.emit, capture.sync)
+    while True:
+        try:
+            frames = channel.recv_frames()
+        except ChannelClosed:
+            return 0
+        control = wire.read_control(frames[0])
+        if control["type"] == "shutdown":
+            return 0
+        if control["type"] == "job":
+            worker.handle(frames)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

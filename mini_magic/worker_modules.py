@@ -1,0 +1,87 @@
+"""Worker side: import the notebook's local modules from the source shipped in the Job, then forget them.
+
+The finder sits first on ``sys.meta_path`` for the length of one run, so the shipped (current) source wins over any
+file of the same name the worker could see, and the modules are evicted from ``sys.modules`` afterwards: an edited
+module is never served stale by a warm worker.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import linecache
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable
+from types import ModuleType
+
+from .wire import ModuleSource
+
+
+class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, modules: Iterable[ModuleSource]) -> None:
+        self.modules = {m.name: m for m in modules}
+
+    def find_spec(self, fullname, path=None, target=None):  # type: ignore[override]
+        shipped = self.modules.get(fullname)
+        if shipped is None:
+            return None
+        spec = importlib.util.spec_from_loader(fullname, self, origin=shipped.origin, is_package=shipped.is_package)
+        if spec is not None:
+            spec.has_location = True
+            if shipped.is_package:
+                spec.submodule_search_locations = []
+        return spec
+
+    def create_module(self, spec):  # type: ignore[override]
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        shipped = self.modules[module.__name__]
+        module.__file__ = shipped.origin
+        code = compile(shipped.source, shipped.origin, "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102 - the notebook's own module
+
+    def get_source(self, fullname: str) -> str | None:
+        shipped = self.modules.get(fullname)
+        return shipped.source if shipped else None
+
+    def __enter__(self) -> ShippedModules:
+        for shipped in self.modules.values():
+            lines = shipped.source.splitlines(keepends=True)
+            linecache.cache[shipped.origin] = (len(shipped.source), None, lines, shipped.origin)
+            # A stale copy imported by an earlier run must not shadow the shipped one.
+            sys.modules.pop(shipped.name, None)
+        sys.meta_path.insert(0, self)
+        importlib.invalidate_caches()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+
+
+_SYSTEM_PREFIXES = tuple(
+    os.path.realpath(p)
+    for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
+    if p
+)
+
+
+def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None) -> None:
+    """Drop shipped modules, and any module loaded from under the notebook directory, from ``sys.modules``."""
+    for shipped in modules:
+        sys.modules.pop(shipped.name, None)
+    if not cwd:
+        return
+    root = os.path.realpath(cwd) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or name.startswith("mini_magic"):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(root) and not real.startswith(_SYSTEM_PREFIXES) and "site-packages" not in real:
+            sys.modules.pop(name, None)
