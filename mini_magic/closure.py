@@ -515,7 +515,7 @@ class _OrderedScope(_Scope):
             joined = (joined - (start - self.bound)) | self.bound
         self.bound = joined
 
-    visit_TryStar = visit_Try
+    visit_TryStar = visit_Try  # type: ignore[assignment, unused-ignore]  # same fields as ast.Try
 
     def visit_Match(self, node: ast.Match) -> None:
         self.visit(node.subject)

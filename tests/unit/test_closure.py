@@ -161,7 +161,8 @@ NAME_CASES: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("match-star-capture", "match v:\n    case [first, *others]:\n        pass\n", ("v",), ("first", "others")),
     (
         "class-names-invisible-to-methods",
-        "class C(Base):\n    scale = factor\n    doubled = scale * 2\n    def m(self):\n        return scale + helper\n",
+        "class C(Base):\n    scale = factor\n    doubled = scale * 2\n"
+        "    def m(self):\n        return scale + helper\n",
         ("Base", "factor", "scale", "helper"),
         ("C",),
     ),
@@ -199,7 +200,8 @@ NAME_CASES: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ),
     (
         "imports",
-        "import os.path\nimport numpy as np\nfrom collections import OrderedDict as OD, deque\nprint(os, np, OD, deque)\n",
+        "import os.path\nimport numpy as np\n"
+        "from collections import OrderedDict as OD, deque\nprint(os, np, OD, deque)\n",
         ("print",),
         ("os", "np", "OD", "deque"),
     ),

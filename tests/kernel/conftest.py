@@ -1,0 +1,164 @@
+"""Real kernels for integration tests: nbclient for whole notebooks, jupyter_client for interrupts.
+
+Every kernel runs in its own temporary working directory with its own run store ($MINI_MAGIC_HOME), so tests do not
+see each other's files, local modules or runs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class CellResult:
+    """The outputs of one executed cell, flattened for assertions."""
+
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(o["text"] for o in self.outputs if o.get("output_type") == "stream" and o["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(o["text"] for o in self.outputs if o.get("output_type") == "stream" and o["name"] == "stderr")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return next((o for o in self.outputs if o.get("output_type") == "error"), None)
+
+    def data(self, output_type: str | None = None) -> list[dict[str, Any]]:
+        return [o.get("data", {}) for o in self.outputs if output_type in (None, o.get("output_type"))
+                and "data" in o]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def kernel_env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MINI_MAGIC_HOME"] = str(workdir / "home")
+    env.pop("MINI_MAGIC_BACKEND", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_notebook(workdir: Path):
+    """run_notebook(cells, allow_errors=True, timeout=60, env=None) -> list[CellResult], one per cell."""
+
+    def run(cells: list[str], *, allow_errors: bool = True, timeout: int = 60, env: dict | None = None,
+            load: bool = True) -> list[CellResult]:
+        sources = (["%load_ext mini_magic"] if load else []) + list(cells)
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
+        try:
+            client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors)
+            client.execute()
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
+        results = [CellResult(list(c.outputs)) for c in nb.cells]
+        return results[1:] if load else results
+
+    return run
+
+
+class LiveKernel:
+    """A kernel driven message by message, for interrupts and timing-sensitive checks."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
+        self.client = self.km.blocking_client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def submit(self, code: str) -> str:
+        return self.client.execute(code)
+
+    def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
+        """Wait for the cell to go idle; return its outputs."""
+        result = CellResult()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            content = msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                return result
+            if kind == "stream":
+                result.outputs.append({"output_type": "stream", "name": content["name"], "text": content["text"]})
+            elif kind == "error":
+                result.outputs.append({"output_type": "error", **content})
+            elif kind in ("display_data", "execute_result", "update_display_data"):
+                result.outputs.append({"output_type": kind, "data": content["data"],
+                                       "transient": content.get("transient", {})})
+            elif kind == "clear_output":
+                result.outputs.append({"output_type": "clear_output", "wait": content["wait"]})
+        raise TimeoutError(f"cell {msg_id} did not finish within {timeout} s")
+
+    def run(self, code: str, timeout: float = 60) -> CellResult:
+        return self.collect(self.submit(code), timeout)
+
+    def wait_for_stdout(self, msg_id: str, text: str, timeout: float = 30) -> CellResult:
+        """Read iopub until the cell printed ``text`` (the cell keeps running)."""
+        result = CellResult()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                result.outputs.append({"output_type": "stream", "name": msg["content"]["name"],
+                                       "text": msg["content"]["text"]})
+                if text in result.stdout:
+                    return result
+        raise TimeoutError(f"{text!r} did not appear within {timeout} s; got {result.stdout!r}")
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        if self.km.has_kernel:
+            self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def live_kernel(workdir: Path):
+    kernels: list[LiveKernel] = []
+
+    def start(env: dict[str, str] | None = None, load: bool = True) -> LiveKernel:
+        kernel = LiveKernel(workdir, env)
+        kernels.append(kernel)
+        if load:
+            result = kernel.run("%load_ext mini_magic")
+            assert result.error is None, result.error
+        return kernel
+
+    yield start
+    for kernel in kernels:
+        kernel.close()
