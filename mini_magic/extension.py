@@ -20,12 +20,15 @@ class NotebookSink:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
+        self._unflushed = False
 
     def stdout(self, text: str) -> None:
         sys.stdout.write(text)
+        self._unflushed = True
 
     def stderr(self, text: str) -> None:
         sys.stderr.write(text)
+        self._unflushed = True
 
     def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
         transient = {"display_id": display_id} if display_id else None
@@ -43,8 +46,11 @@ class NotebookSink:
         self.shell.display_pub.publish(data=data, metadata={})
 
     def flush(self) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # ipykernel's flush waits for its IO thread; skip it when this run wrote nothing.
+        if self._unflushed:
+            self._unflushed = False
+            sys.stdout.flush()
+            sys.stderr.flush()
 
 
 class ExtensionState:

@@ -77,7 +77,7 @@ class Worker:
             if self.capture is not None:
                 self.capture.active = False
             saved.restore()
-            evict_local_modules(job.modules, job.cwd)
+            evict_local_modules(job.modules, job.cwd, saved.modules)
 
     def _run(self, job: wire.Job, saved: _ProcessState) -> None:
         try:
@@ -241,6 +241,7 @@ class _ProcessState:
         self.cwd = os.getcwd()
         self.path = list(sys.path)
         self.threads = set(threading.enumerate())
+        self.modules = set(sys.modules)
 
     @classmethod
     def save(cls) -> _ProcessState:

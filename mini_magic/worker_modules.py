@@ -54,7 +54,8 @@ class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             # A stale copy imported by an earlier run must not shadow the shipped one.
             sys.modules.pop(shipped.name, None)
         sys.meta_path.insert(0, self)
-        importlib.invalidate_caches()
+        if self.modules:
+            importlib.invalidate_caches()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -71,14 +72,19 @@ _SYSTEM_PREFIXES = tuple(
 )
 
 
-def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None) -> None:
-    """Drop shipped modules, and any module loaded from under the notebook directory, from ``sys.modules``."""
+def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None, before: set[str]) -> None:
+    """Drop shipped modules, and modules this run loaded from under the notebook directory, from ``sys.modules``.
+
+    Only names imported during the run (not in ``before``) are examined: earlier local imports were already evicted,
+    and resolving the path of every loaded module on every run would cost milliseconds.
+    """
     for shipped in modules:
         sys.modules.pop(shipped.name, None)
     if not cwd:
         return
     root = os.path.realpath(cwd) + os.sep
-    for name, module in list(sys.modules.items()):
+    for name in [n for n in sys.modules if n not in before]:
+        module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if not path or name.startswith("mini_magic"):
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from functools import lru_cache
 from importlib.metadata import entry_points
 
 from .base import Backend, RunHandle, RunOptions
@@ -17,8 +18,12 @@ def _load(target: str) -> type[Backend]:
     return getattr(importlib.import_module(module), attr)
 
 
+@lru_cache(maxsize=1)
 def backend_classes() -> dict[str, type[Backend]]:
-    """Every backend that can be named with ``--backend``; importing one must not need its optional SDK."""
+    """Every backend that can be named with ``--backend``; importing one must not need its optional SDK.
+
+    Cached: scanning entry points costs milliseconds, and every cell asks.
+    """
     found = {name: _load(target) for name, target in _BUILTIN.items()}
     for entry in entry_points(group="mini_magic.backends"):
         if entry.name not in found:
