@@ -104,3 +104,8 @@ class ThitherWarning(UserWarning):
 
 # Each message names its own variable or option; repeats must not be swallowed by the default once-per-line filter.
 warnings.simplefilter("always", ThitherWarning)
+
+
+def warn(message: str) -> None:
+    """Warn as ``%%thither: ThitherWarning: message``, without pointing at mini_magic's own source lines."""
+    warnings.warn_explicit(message, ThitherWarning, filename="%%thither", lineno=0, module="mini_magic")

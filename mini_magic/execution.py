@@ -15,7 +15,6 @@ import threading
 import time
 import tokenize
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,9 +27,9 @@ from .errors import (
     RunCancelled,
     RunTimeout,
     ThitherUsageError,
-    ThitherWarning,
     WorkerCrashed,
     render_remote_traceback,
+    warn,
 )
 from .runs import RunRecord, RunRegistry, RunState
 
@@ -291,8 +290,7 @@ def apply_result(result: wire.Result, namespace: dict[str, Any]) -> tuple[list[s
         namespace.pop(name, None)
     namespace.update(values)
     for name, why in not_returned.items():
-        warnings.warn(f"%%thither: {name!r} was not brought back: {why}. The other names were assigned.",
-                      ThitherWarning, stacklevel=2)
+        warn(f"{name!r} was not brought back: {why}. The other names were assigned.")
     return list(values), list(result.deleted), not_returned
 
 

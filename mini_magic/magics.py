@@ -147,9 +147,17 @@ class ThitherMagics(Magics):
     def _line_command(self, line: str) -> None:
         words = line.split()
         if words[:1] == ["runs"]:
-            for record in self.state.registry.recent(int(words[1]) if len(words) > 1 else 20):
+            show_all = "--all" in words
+            numbers = [w for w in words[1:] if w.isdigit()]
+            registry = self.state.registry
+            records = registry.recent(int(numbers[0]) if numbers else 20,
+                                      kernel_id=None if show_all else registry.kernel_id)
+            for record in records:
                 elapsed = f"{record.elapsed:.2f}s" if record.elapsed is not None else "-"
                 print(f"{record.run_id}  {record.state.value:9}  {record.backend:6}  {elapsed:>9}  "
                       f"{record.label or ''}  {record.error or ''}", file=sys.stdout)
             return
-        raise ThitherUsageError("use %%thither as a cell magic (see %%thither?); `%thither runs [N]` lists recent runs.")
+        raise ThitherUsageError(
+            "use %%thither as a cell magic (see %%thither?); `%thither runs [N] [--all]` lists recent runs "
+            "(this kernel's, or every kernel's with --all)."
+        )

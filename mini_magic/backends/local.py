@@ -12,11 +12,10 @@ import queue
 import shutil
 import subprocess
 import threading
-import warnings
 from collections import deque
 from functools import lru_cache
 
-from ..errors import ThitherUsageError, ThitherWarning
+from ..errors import ThitherUsageError, warn
 from ..wire import Cancelled, Event, Job, WorkerExited, encode_job
 from .base import Backend, RunHandle, RunOptions
 from .workers import WorkerProcess, WorkerProfile, WorkerStartError, private_socket_dir
@@ -62,21 +61,17 @@ def gpu_environment(spec: str | None) -> dict[str, str]:
     kind = spec.rpartition(":")[0] if ":" in spec else spec
     gpus = visible_gpus()
     if not gpus:
-        warnings.warn(
+        warn(
             f"--gpu {spec}: no GPU is visible on this machine (nvidia-smi found none), so the local worker runs on "
-            "the CPU. Use a GPU backend (e.g. --backend modal) to get one.",
-            ThitherWarning,
-            stacklevel=2,
+            "the CPU. Use a GPU backend (e.g. --backend modal) to get one."
         )
         return {"CUDA_VISIBLE_DEVICES": ""}
     chosen = gpus[:wanted]
     if len(chosen) < wanted:
-        warnings.warn(f"--gpu {spec}: only {len(chosen)} GPU(s) are visible here; using those.", ThitherWarning,
-                      stacklevel=2)
+        warn(f"--gpu {spec}: only {len(chosen)} GPU(s) are visible here; using those.")
     if kind.lower() != "any" and not any(kind.lower() in name.lower() for _, name in chosen):
         names = ", ".join(name for _, name in chosen)
-        warnings.warn(f"--gpu {spec}: the local GPU is {names}, not {kind}; running there anyway.", ThitherWarning,
-                      stacklevel=2)
+        warn(f"--gpu {spec}: the local GPU is {names}, not {kind}; running there anyway.")
     return {"CUDA_VISIBLE_DEVICES": ",".join(index for index, _ in chosen)}
 
 

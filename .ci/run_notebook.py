@@ -1,0 +1,41 @@
+"""Execute a notebook in a real kernel and print what each cell showed (text only). Exit 1 on an unexpected error.
+
+Cells tagged ``raises-exception`` may fail (they demonstrate errors); any other error fails the run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def main(source: str, target: str) -> int:
+    nb = nbformat.read(source, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True).execute()
+    nbformat.write(nb, target)
+    failed = False
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        print(f"\n\x1b[1mIn [{index}]\x1b[0m {cell.source}")
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                print(out.text, end="")
+            elif out.output_type == "error":
+                print(f"{out.ename}: {out.evalue}")
+                if "raises-exception" not in cell.metadata.get("tags", []):
+                    failed = True
+            else:
+                data = out.get("data", {})
+                shown = [m for m in data if m != "text/plain"]
+                print(data.get("text/plain", ""), f"[{', '.join(shown)}]" if shown else "")
+    print(f"\nsaved {target}")
+    if failed:
+        print("a cell failed unexpectedly", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
