@@ -572,7 +572,9 @@ def test_options_help_env_backend_gpu_and_timeout(run_notebook):
     doc = ok(cells[0])
     for flag in ("--backend", "--gpu", "--timeout", "--out", "--env"):
         assert flag in doc, doc
-    timeout_help = doc[doc.index("--timeout SECONDS  "):doc.index("--out <")]
+    match = re.search(r"--timeout SECONDS\s+(.*?)\n\s*--out", doc, re.S)
+    assert match, doc
+    timeout_help = match.group(1)
     assert "default" in timeout_help.lower() and ("86400" in timeout_help or "24 h" in timeout_help), doc
 
     ok(cells[1])
