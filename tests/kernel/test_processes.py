@@ -1,0 +1,642 @@
+"""Worker processes under a real kernel: interrupts, crashes, timeouts, warm reuse and recycling, the pool limit,
+the run registry, exit with the kernel, no TCP listener, and protocol mismatches.
+
+Processes are inspected through /proc only (no psutil): a worker is a child of the kernel whose command line
+contains ``mini_magic.worker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mini_magic import wire
+from mini_magic.backends.base import RunOptions
+from mini_magic.backends.local import LocalBackend
+from mini_magic.execution import CellContext, build_job
+
+pytestmark = pytest.mark.slow
+
+PRINT_PID = "%%thither\nimport os\nprint('PID', os.getpid(), flush=True)"
+
+
+# -- /proc helpers ---------------------------------------------------------------------------------------
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, session, ...]; None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def exists(pid: int) -> bool:
+    """The process table still holds the pid (a zombie counts: its parent has not reaped it)."""
+    return proc_stat(pid) is not None
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def session_of(pid: int) -> int:
+    fields = proc_stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[3])
+
+
+def parent_of(pid: int) -> int:
+    fields = proc_stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def worker_children(parent: int) -> set[int]:
+    """Running processes whose parent is ``parent`` and whose command line runs mini_magic.worker."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        fields = proc_stat(pid)
+        if fields is None or fields[0] in ("Z", "X") or int(fields[1]) != parent:
+            continue
+        if "mini_magic.worker" in cmdline(pid):
+            found.add(pid)
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def kernel_pid(kernel) -> int:
+    provisioner = kernel.km.provisioner
+    pid = getattr(provisioner, "pid", None) or provisioner.process.pid
+    assert running(pid)
+    return pid
+
+
+def pids_in(text: str, tag: str = "PID") -> list[int]:
+    return [int(m) for m in re.findall(rf"^{tag} (\d+)", text, flags=re.M)]
+
+
+def pid_of(result, tag: str = "PID") -> int:
+    assert result.error is None, result.error
+    (pid,) = pids_in(result.stdout, tag)
+    return pid
+
+
+def defined(kernel, name: str) -> bool:
+    result = kernel.run(f"print({name!r} in globals())")
+    assert result.error is None, result.error
+    return {"True\n": True, "False\n": False}[result.stdout]
+
+
+def submit_with_metadata(kernel, code: str, metadata: dict) -> str:
+    """An execute_request that carries request metadata, as notebook frontends (and nbclient) send cellId."""
+    client = kernel.client
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}
+    msg = client.session.msg("execute_request", content, metadata=metadata)
+    client.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
+
+
+BLOCKING_CELL = (
+    "import os, time\n"
+    "print('PID', os.getpid(), flush=True)\n"
+    "print('started', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def start_blocking(kernel, header: str = "%%thither", prelude: str = "") -> tuple[str, int]:
+    """Submit a thither cell that blocks forever; return (msg_id, worker pid) once it is running."""
+    msg_id = kernel.submit(f"{header}\n{prelude}{BLOCKING_CELL}")
+    seen = kernel.wait_for_stdout(msg_id, "started", timeout=30)
+    (pid,) = pids_in(seen.stdout)
+    return msg_id, pid
+
+
+# -- 1. interrupt ----------------------------------------------------------------------------------------
+
+
+def test_interrupt_stops_the_run_kills_its_worker_and_assigns_nothing(live_kernel):
+    kernel = live_kernel()
+    msg_id, pid = start_blocking(kernel, prelude="assigned_before_loop = 1\n")
+    assert running(pid)
+
+    kernel.interrupt()
+    result = kernel.collect(msg_id, timeout=30)
+
+    assert result.error is not None, result.outputs
+    assert result.error["ename"] == "KeyboardInterrupt"
+    assert not defined(kernel, "assigned_before_loop")
+    assert wait_until(lambda: not exists(pid), 10), f"worker {pid} of the interrupted run is still there"
+    after = pid_of(kernel.run(PRINT_PID))
+    assert after != pid
+
+
+def test_interrupt_of_a_cell_that_ignores_sigint_kills_it_after_the_grace(live_kernel):
+    kernel = live_kernel()
+    msg_id, pid = start_blocking(
+        kernel, prelude="import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nstubborn = 1\n"
+    )
+
+    t0 = time.monotonic()
+    kernel.interrupt()
+    result = kernel.collect(msg_id, timeout=30)
+    elapsed = time.monotonic() - t0
+
+    assert result.error is not None, result.outputs
+    assert result.error["ename"] == "KeyboardInterrupt"
+    assert elapsed < 15, f"the stubborn cell took {elapsed:.1f} s to stop"  # liveness bound, grace is 1 s
+    assert wait_until(lambda: not exists(pid), 10), f"worker {pid} that ignored SIGINT was not killed"
+    assert not defined(kernel, "stubborn")
+    assert pid_of(kernel.run(PRINT_PID)) != pid
+
+
+# -- 2. an interrupt reaches only that run's worker ------------------------------------------------------
+
+
+def test_interrupt_reaches_only_the_running_worker(live_kernel):
+    kernel = live_kernel()
+    kpid = kernel_pid(kernel)
+    p1 = pid_of(kernel.run("%%thither --env P=1\nimport os\nprint('PID', os.getpid(), os.environ['P'])"))
+    p2 = pid_of(kernel.run("%%thither --env P=2\nimport os\nprint('PID', os.getpid(), os.environ['P'])"))
+    assert p1 != p2
+
+    # Each worker is a child of the kernel, in a session of its own (not the kernel's, not each other's).
+    assert parent_of(p1) == kpid and parent_of(p2) == kpid
+    assert "mini_magic.worker" in cmdline(p1)
+    sessions = {session_of(kpid), session_of(p1), session_of(p2)}
+    assert len(sessions) == 3, sessions
+    normal = kernel.run("import os; print('SID', os.getsid(0))")
+    assert int(re.search(r"SID (\d+)", normal.stdout).group(1)) == session_of(kpid)
+    remote = kernel.run("%%thither --env P=2\nimport os\nprint('SID', os.getsid(0))")
+    assert int(re.search(r"SID (\d+)", remote.stdout).group(1)) == session_of(p2) != session_of(kpid)
+
+    bystanders = worker_children(kpid)  # the P=2 worker, the prewarmed default one, ...
+    msg_id, p3 = start_blocking(kernel, header="%%thither --env P=1")
+    assert p3 == p1, "the warm P=1 worker was not reused"
+    bystanders.discard(p3)
+    assert p2 in bystanders
+
+    kernel.interrupt()
+    result = kernel.collect(msg_id, timeout=30)
+
+    assert result.error is not None and result.error["ename"] == "KeyboardInterrupt", result.outputs
+    assert wait_until(lambda: not exists(p3), 10)
+    still = {pid for pid in bystanders if running(pid)}
+    assert still == bystanders, f"idle workers {bystanders - still} died with the interrupt"
+    again = kernel.run("%%thither --env P=2\nimport os\nprint('PID', os.getpid(), os.environ['P'])")
+    assert pid_of(again) == p2
+    assert again.stdout.strip() == f"PID {p2} 2"
+    assert kernel.run("print('kernel ok')").stdout == "kernel ok\n"
+
+
+# -- 3. crashes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("crash", "expected"),
+    [
+        ("os._exit(3)", r"\bcode 3\b"),
+        ("os.kill(os.getpid(), signal.SIGSEGV)", r"\bSIGSEGV\b"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", r"\bSIGKILL\b"),
+    ],
+    ids=["exit-3", "sigsegv", "sigkill"],
+)
+def test_worker_crash_is_reported_and_the_next_cell_gets_a_fresh_worker(live_kernel, crash, expected):
+    kernel = live_kernel()
+    result = kernel.run(
+        f"%%thither\nimport os, signal\ncrash_victim = 1\nprint('PID', os.getpid(), flush=True)\n{crash}\n"
+        "after_crash = 1",
+        timeout=30,
+    )
+    assert result.error is not None, result.outputs
+    assert result.error["ename"] == "WorkerCrashed"
+    assert re.search(expected, result.error["evalue"]), result.error["evalue"]
+    (pid,) = pids_in(result.stdout)
+    assert wait_until(lambda: not exists(pid), 10)
+
+    assert kernel.run("print('alive')").stdout == "alive\n"
+    assert not defined(kernel, "crash_victim")
+    assert not defined(kernel, "after_crash")
+    fresh = kernel.run("%%thither\nimport os\nprint('PID', os.getpid())\nok_after_crash = 2")
+    assert pid_of(fresh) != pid
+    assert kernel.run("print(ok_after_crash)").stdout == "2\n"
+
+
+# -- 4. timeout ------------------------------------------------------------------------------------------
+
+
+def test_timeout_stops_the_run_promptly_and_recycles_the_worker(live_kernel):
+    kernel = live_kernel()
+    t0 = time.monotonic()
+    result = kernel.run(
+        "%%thither --timeout 1\nimport os, time\nprint('PID', os.getpid(), flush=True)\ntime.sleep(30)\nslept = 1",
+        timeout=60,
+    )
+    elapsed = time.monotonic() - t0
+
+    assert result.error is not None, result.outputs
+    assert result.error["ename"] == "RunTimeout"
+    assert elapsed < 20, f"a 1 s timeout took {elapsed:.1f} s"  # liveness: the 30 s sleep did not run out
+    (pid,) = pids_in(result.stdout)
+    assert wait_until(lambda: not exists(pid), 10)
+    assert not defined(kernel, "slept")
+    assert pid_of(kernel.run(PRINT_PID)) != pid
+
+
+def test_timeout_stops_a_cell_that_ignores_sigint(live_kernel):
+    kernel = live_kernel()
+    t0 = time.monotonic()
+    result = kernel.run(
+        "%%thither --timeout 1\nimport os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('PID', os.getpid(), flush=True)\ntime.sleep(30)",
+        timeout=60,
+    )
+    assert result.error is not None and result.error["ename"] == "RunTimeout", result.outputs
+    assert time.monotonic() - t0 < 20
+    (pid,) = pids_in(result.stdout)
+    assert wait_until(lambda: not exists(pid), 10)
+
+
+# -- 5. warm workers -------------------------------------------------------------------------------------
+
+
+def test_warm_workers_are_reused_until_dirtied_and_are_spawned_fresh(run_notebook):
+    cells = run_notebook([
+        PRINT_PID,
+        PRINT_PID,
+        PRINT_PID + "\nraise ValueError('a plain error leaves no threads')",
+        PRINT_PID,
+        PRINT_PID + "\nimport threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='lingering', daemon=False).start()",
+        PRINT_PID,
+        PRINT_PID + "\nimport multiprocessing\nprint('PARENT', multiprocessing.parent_process())\n"
+        "print('CMDLINE', open(f'/proc/{os.getpid()}/cmdline', 'rb').read().split(b'\\0'))",
+    ])
+    first, second, failed, after_error, threaded, after_thread, spawn = cells
+    p = [pids_in(c.stdout) for c in cells]
+    assert all(len(x) == 1 for x in p), [c.outputs for c in cells]
+    p = [x[0] for x in p]
+
+    assert first.error is None and second.error is None
+    assert p[1] == p[0], "two trivial cells in a row did not share the warm worker"
+    assert failed.error is not None and failed.error["ename"] == "ValueError"
+    assert p[2] == p[1]
+    assert after_error.error is None and p[3] == p[2], "a worker was not reused after a plain error"
+    assert threaded.error is None, threaded.error
+    assert p[4] == p[3]
+    assert after_thread.error is None and p[5] != p[4], "a worker with a running non-daemon thread was reused"
+
+    assert spawn.error is None, spawn.error
+    assert "PARENT None" in spawn.stdout
+    assert "b'mini_magic.worker'" in spawn.stdout.split("CMDLINE", 1)[1]
+
+
+def test_worker_is_a_spawned_child_of_the_kernel(live_kernel):
+    kernel = live_kernel()
+    kpid = kernel_pid(kernel)
+    pid = pid_of(kernel.run(PRINT_PID))
+    assert parent_of(pid) == kpid
+    args = cmdline(pid)
+    assert args[1:3] == ["-m", "mini_magic.worker"], args
+    assert pid in worker_children(kpid)
+
+
+# -- 6. workers exit with the kernel ---------------------------------------------------------------------
+
+
+def test_workers_exit_when_the_kernel_is_killed(live_kernel):
+    kernel = live_kernel()
+    kpid = kernel_pid(kernel)
+    idle = pid_of(kernel.run(PRINT_PID))
+    _, busy = start_blocking(kernel, header="%%thither --env BUSY=1")
+    workers = worker_children(kpid)
+    assert {idle, busy} <= workers
+
+    kernel.km.shutdown_kernel(now=True)  # SIGKILL: no atexit, no clean close of the backend
+
+    assert wait_until(lambda: not running(kpid), 10)
+    left = set(workers)
+    assert wait_until(lambda: not any(running(pid) for pid in left), 8), (
+        f"workers {[pid for pid in left if running(pid)]} outlived their kernel"
+    )
+
+
+# -- 7. pool limit and queueing --------------------------------------------------------------------------
+
+
+def drain_all(handles: dict[str, object], timeout: float = 30) -> list[tuple[str, wire.Event]]:
+    """Poll every handle until each delivered a terminal event; the log keeps the causal order across handles:
+    after waiting on one handle, the others are drained without waiting, and logged first."""
+    log: list[tuple[str, wire.Event]] = []
+    done: set[str] = set()
+    deadline = time.monotonic() + timeout
+    names = list(handles)
+    while len(done) < len(handles):
+        assert time.monotonic() < deadline, f"runs did not finish: {log}"
+        for name in names:
+            if name in done:
+                continue
+            waited = handles[name].next_events(0.05)
+            for other in names:
+                if other != name and other not in done:
+                    for event in handles[other].next_events(0):
+                        log.append((other, event))
+                        if event.terminal:
+                            done.add(other)
+            for event in waited:
+                log.append((name, event))
+                if event.terminal:
+                    done.add(name)
+    return log
+
+
+def stdout_of(log, name: str) -> str:
+    return "".join(e.text for n, e in log if n == name and isinstance(e, wire.Stdout))
+
+
+def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
+    backend = LocalBackend(max_workers=1, prewarm=False)
+    options = RunOptions(backend="local")
+    context = CellContext(cwd=str(tmp_path))
+    first = build_job(
+        "import os, time\nprint('A-START', time.time(), os.getpid(), flush=True)\ntime.sleep(1.5)\n"
+        "print('A-END', time.time(), flush=True)",
+        {}, options, context,
+    )
+    second = build_job("import os, time\nprint('B-START', time.time(), os.getpid(), flush=True)", {}, options, context)
+    try:
+        h1 = backend.submit(first, options)
+        h2 = backend.submit(second, options)
+        # While the first run holds the only worker, the second yields nothing at all.
+        started = [e for e in h1.next_events(30) if isinstance(e, wire.Started)]
+        assert started, "the first run did not start"
+        assert h2.next_events(0.5) == []
+        assert len(backend.pool.workers()) == 1
+
+        log = drain_all({"A": h1, "B": h2})
+        a_end = next(i for i, (n, e) in enumerate(log) if n == "A" and e.terminal)
+        b_start = next(i for i, (n, e) in enumerate(log) if n == "B" and isinstance(e, wire.Started))
+        assert a_end < b_start, f"the second run started before the first finished: {log}"
+        assert isinstance(log[a_end][1], wire.Result)
+        assert isinstance(next(e for n, e in log if n == "B" and e.terminal), wire.Result)
+
+        a_out, b_out = stdout_of(log, "A"), stdout_of(log, "B")
+        a_done = float(re.search(r"A-END (\S+)", a_out).group(1))
+        b_began, b_pid = re.search(r"B-START (\S+) (\d+)", b_out).groups()
+        a_pid = re.search(r"A-START \S+ (\d+)", a_out).group(1)
+        assert float(b_began) >= a_done
+        assert b_pid == a_pid, "with one allowed worker, the queued run should get the same (warm) worker"
+        assert len(backend.pool.workers()) == 1
+    finally:
+        backend.close()
+    assert wait_until(lambda: not exists(int(a_pid)), 10), "close() left the worker running"
+
+
+def test_a_queued_run_can_be_cancelled_without_touching_the_running_one(tmp_path):
+    backend = LocalBackend(max_workers=1, prewarm=False)
+    options = RunOptions(backend="local")
+    context = CellContext(cwd=str(tmp_path))
+    try:
+        h1 = backend.submit(build_job("import time\ntime.sleep(1)\nprint('A done')", {}, options, context), options)
+        h2 = backend.submit(build_job("open('NEVER', 'w').write('x')", {}, options, context), options)
+        h2.cancel()
+        events = h2.next_events(5)
+        assert len(events) == 1 and isinstance(events[0], wire.Cancelled), events
+        log = drain_all({"A": h1})
+        assert isinstance(log[-1][1], wire.Result)
+        assert stdout_of(log, "A") == "A done\n"
+        assert h2.next_events(0.3) == []
+        assert not (tmp_path / "NEVER").exists()
+    finally:
+        backend.close()
+
+
+# -- 8. the run registry ---------------------------------------------------------------------------------
+
+
+def stored_runs(db: Path) -> list[dict]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        rows = conn.execute("SELECT state, data FROM runs").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    out = []
+    for state, data in rows:
+        record = json.loads(data)
+        assert record["state"] == state
+        out.append(record)
+    return out
+
+
+def test_run_registry_records_done_failed_and_cancelled_runs(live_kernel, workdir):
+    kernel = live_kernel()
+    cell_ids = {kind: f"cell-{kind}-{uuid.uuid4().hex[:6]}" for kind in ("ok", "err", "int")}
+
+    ok_msg = submit_with_metadata(kernel, "%%thither\nregistry_value = 41 + 1", {"cellId": cell_ids["ok"]})
+    assert kernel.collect(ok_msg).error is None
+    err_msg = submit_with_metadata(kernel, "%%thither\nraise ValueError('boom from the worker')",
+                                   {"cellId": cell_ids["err"]})
+    err = kernel.collect(err_msg)
+    assert err.error is not None and err.error["ename"] == "ValueError"
+    int_msg = submit_with_metadata(kernel, "%%thither\n" + BLOCKING_CELL, {"cellId": cell_ids["int"]})
+    kernel.wait_for_stdout(int_msg, "started")
+    kernel.interrupt()
+    assert kernel.collect(int_msg, timeout=30).error["ename"] == "KeyboardInterrupt"
+
+    listing = kernel.run("%thither runs")
+    assert listing.error is None, listing.error
+    lines = listing.stdout.splitlines()
+    assert any("done" in line and "local" in line and "registry_value = 41 + 1" in line for line in lines), lines
+    assert any("failed" in line and "boom from the worker" in line for line in lines), lines
+    assert any("cancelled" in line and "KeyboardInterrupt" in line for line in lines), lines
+
+    db = workdir / "home" / "runs.sqlite"
+    wanted = {ok_msg, err_msg, int_msg}
+
+    def persisted() -> bool:
+        by_msg = {r["msg_id"]: r for r in stored_runs(db)}
+        return wanted <= set(by_msg) and all(by_msg[m]["state"] in ("done", "failed", "cancelled") for m in wanted)
+
+    assert wait_until(persisted, 10), f"runs not persisted in {db}: {stored_runs(db)}"
+    by_msg = {r["msg_id"]: r for r in stored_runs(db)}
+    ok, failed, cancelled = by_msg[ok_msg], by_msg[err_msg], by_msg[int_msg]
+
+    for record, kind in ((ok, "ok"), (failed, "err"), (cancelled, "int")):
+        assert record["backend"] == "local"
+        assert record["cell_id"] == cell_ids[kind]
+        assert record["started_at"] is not None and record["finished_at"] is not None, record
+        assert record["created_at"] <= record["started_at"] <= record["finished_at"]
+        assert isinstance(record["worker_pid"], int)
+        assert "P" not in json.dumps(record["profile"].get("env_keys", []))
+
+    assert ok["state"] == "done"
+    assert ok["outputs"] == ["registry_value"]
+    assert ok["error"] is None
+    assert failed["state"] == "failed"
+    assert "ValueError" in failed["error"] and "boom from the worker" in failed["error"]
+    assert cancelled["state"] == "cancelled"
+    assert "KeyboardInterrupt" in cancelled["error"]
+    assert cancelled["outputs"] == []
+
+
+def test_notebook_cell_ids_are_recorded(run_notebook, workdir):
+    """nbclient sends each cell's id in the request metadata; the run record keeps it."""
+    import nbformat
+
+    cells = run_notebook(["%%thither\nnb_value = 1", "from mini_magic.extension import state_of\n"
+                          "state_of(get_ipython()).registry.flush()"])
+    assert all(c.error is None for c in cells), [c.error for c in cells]
+    (record,) = stored_runs(workdir / "home" / "runs.sqlite")
+    assert record["state"] == "done"
+    assert record["cell_id"], record
+    assert record["msg_id"], record
+    assert isinstance(record["cell_id"], str) and nbformat  # nbformat 4.5 cells have ids
+
+
+# -- 9. nothing listens on TCP ---------------------------------------------------------------------------
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        match = re.fullmatch(r"socket:\[(\d+)\]", str(target))
+        if match:
+            inodes.add(match.group(1))
+    return inodes
+
+
+def table_inodes(pid: int, table: str, *, listening_only: bool = False) -> set[str]:
+    path = Path(f"/proc/{pid}/net/{table}")
+    if not path.exists():
+        return set()
+    lines = path.read_text().splitlines()
+    if not lines:
+        return set()
+    header = lines[0].split()
+    inode_col = header.index("Inode")
+    found = set()
+    for line in lines[1:]:
+        cols = line.split()
+        if table.startswith("tcp"):
+            if listening_only and cols[3] != "0A":
+                continue
+            found.add(cols[9])
+        else:  # unix: the inode column is at the header's position
+            if len(cols) > inode_col:
+                found.add(cols[inode_col])
+    return found
+
+
+def test_worker_does_not_listen_on_tcp(live_kernel):
+    kernel = live_kernel()
+    pid = pid_of(kernel.run(PRINT_PID))
+    assert running(pid)
+    sockets = socket_inodes(pid)
+    assert sockets, "the worker has no socket at all (its channel to the kernel should be one)"
+    assert sockets & table_inodes(pid, "unix"), "the worker's channel is not a Unix socket"
+    listening = table_inodes(pid, "tcp", listening_only=True) | table_inodes(pid, "tcp6", listening_only=True)
+    assert not (sockets & listening), "the worker listens on TCP"
+    # It holds no TCP socket at all.
+    any_tcp = table_inodes(pid, "tcp") | table_inodes(pid, "tcp6")
+    assert not (sockets & any_tcp)
+
+
+# -- 10. protocol mismatch -------------------------------------------------------------------------------
+
+
+class Tripwire:
+    """Unpickling it creates a file: proof that something was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def run_to_end(handle, timeout: float = 30) -> list[wire.Event]:
+    events: list[wire.Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events.extend(handle.next_events(0.1))
+        if events and events[-1].terminal:
+            return events
+    raise TimeoutError(f"no terminal event: {events}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("python", "2.7"), ("protocol", 999), ("cloudpickle", "0.1.0")],
+)
+def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
+    import cloudpickle
+
+    backend = LocalBackend(max_workers=1, prewarm=False)
+    options = RunOptions(backend="local")
+    context = CellContext(cwd=str(tmp_path))
+    source = "print(type(tripwire).__name__)"
+    try:
+        # Control: with a matching header the tripwire does fire, so its absence below means something.
+        control_marker = tmp_path / "CONTROL"
+        control = build_job(source, {"tripwire": Tripwire(control_marker)}, options, context)
+        events = run_to_end(backend.submit(control, options))
+        assert isinstance(events[-1], wire.Result), events
+        assert control_marker.exists()
+
+        marker = tmp_path / "MARKER"
+        job = build_job(source, {"tripwire": Tripwire(marker)}, options, context)
+        bad = dataclasses.replace(job, header=wire.JobHeader(run_id="x", **{field: value}))
+        events = run_to_end(backend.submit(bad, options))
+    finally:
+        backend.close()
+
+    terminal = events[-1]
+    assert isinstance(terminal, wire.Error), events
+    assert terminal.type_qualname == "ProtocolMismatch"
+    here = {"python": wire.python_version(), "protocol": str(wire.PROTOCOL_VERSION),
+            "cloudpickle": cloudpickle.__version__}[field]
+    assert str(value) in terminal.message and here in terminal.message, terminal.message
+    assert not any(isinstance(e, (wire.Started, wire.Stdout)) for e in events), events
+    assert not marker.exists(), "the job body was unpickled despite the header mismatch"
