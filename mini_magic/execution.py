@@ -242,12 +242,12 @@ def settle(
         exc._render_traceback_ = lambda: [message]  # type: ignore[attr-defined]
         raise exc
     if reason == "timeout":
-        error = RunTimeout(
+        timed_out = RunTimeout(
             f"the cell ran longer than its timeout of {options.timeout:g} s and was stopped; nothing was assigned. "
             "Give it more time with --timeout SECONDS (or %config Thither.timeout)."
         )
-        registry.finish(run_id, RunState.FAILED, error=f"RunTimeout: {error}")
-        raise error
+        registry.finish(run_id, RunState.FAILED, error=f"RunTimeout: {timed_out}")
+        raise timed_out
     if reason == "cancel" or isinstance(terminal, wire.Cancelled):
         why = terminal.reason if isinstance(terminal, wire.Cancelled) else "cancelled"
         registry.finish(run_id, RunState.CANCELLED, error=f"RunCancelled: {why}")

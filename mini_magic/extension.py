@@ -65,11 +65,7 @@ class ExtensionState:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            cls = backend_classes()[name]
-            if name == "local":
-                self._backends[name] = cls(max_workers=self.config.max_workers, prewarm=self.config.prewarm)
-            else:
-                self._backends[name] = cls(config=self.config)
+            self._backends[name] = backend_classes()[name].from_config(self.config)
         return self._backends[name]
 
     def close(self) -> None:

@@ -27,13 +27,14 @@ _CORE = {"backend", "gpu", "timeout", "out", "env"}
 
 def build_parser() -> MagicArgumentParser:
     parser = MagicArgumentParser(
-        prog="%%thither",
+        prog="%thither",  # MagicArgumentParser adds the other %
         description=(
             "Run this cell in a worker (a separate local process by default, or a cloud backend). The names the "
             "cell reads from the notebook travel with it; the names it assigns, and captured objects it changes "
             "by item or attribute assignment (df['c'] = ..., obj.x = ...), come back when it succeeds. Changes "
             "made through method calls (xs.append(...)) come back only when named in --out. Output streams live."
         ),
+        epilog="`%thither runs [N] [--all]` lists recent runs of this kernel (of every kernel with --all).",
         add_help=False,
     )
     parser.add_argument("--backend", metavar="NAME", help="where to run: " + ", ".join(
@@ -114,6 +115,7 @@ class ThitherMagics(Magics):
     def thither(self, line: str, cell: str | None = None) -> Any:
         if cell is None:
             return self._line_command(line)
+        assert self.shell is not None
         options = self.options(line)
         source = self.shell.transform_cell(cell)
         run_cell(

@@ -193,7 +193,9 @@ def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
     tree = ast.parse(source, job.filename)
     trailing = None
     if job.display_trailing and tree.body and isinstance(tree.body[-1], ast.Expr):
-        trailing = ast.Expression(tree.body.pop().value)
+        last = tree.body.pop()
+        assert isinstance(last, ast.Expr)
+        trailing = ast.Expression(last.value)
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     loop: asyncio.AbstractEventLoop | None = None
 

@@ -33,10 +33,10 @@ def plain_mimebundle(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     method = getattr(obj, "_repr_mimebundle_", None)
     if callable(method):
         result = method()
-        data, metadata = result if isinstance(result, tuple) else (result, {})
-        data = dict(data or {})
-        data.setdefault("text/plain", repr(obj))
-        return data, dict(metadata or {})
+        bundle, metadata = result if isinstance(result, tuple) else (result, {})
+        bundle = dict(bundle or {})
+        bundle.setdefault("text/plain", repr(obj))
+        return bundle, dict(metadata or {})
     data: dict[str, Any] = {"text/plain": repr(obj)}
     for mime, name in _REPR_METHODS.items():
         method = getattr(obj, name, None)

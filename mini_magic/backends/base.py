@@ -56,6 +56,11 @@ class Backend(ABC):
     description: ClassVar[str] = ""
 
     @classmethod
+    def from_config(cls, config: Any) -> Backend:
+        """Build the kernel's instance from the ``Thither`` configurable (backends read what they need)."""
+        return cls()
+
+    @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
         """Declare this backend's own ``%%thither`` options (shown in ``%%thither?``)."""
 

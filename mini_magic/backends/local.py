@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections import deque
 from functools import lru_cache
+from typing import Any
 
 from ..errors import ThitherUsageError, warn
 from ..wire import Cancelled, Event, Job, WorkerExited, encode_job
@@ -310,10 +311,14 @@ class WorkerPool:
 
 class LocalBackend(Backend):
     name = "local"
-    description = "worker processes on this machine (the default; no account needed)"
+    description = "worker processes on this machine; no account needed"
 
     def __init__(self, *, max_workers: int = 4, prewarm: bool = True) -> None:
         self.pool = WorkerPool(max_workers, prewarm=prewarm)
+
+    @classmethod
+    def from_config(cls, config: Any) -> LocalBackend:
+        return cls(max_workers=config.max_workers, prewarm=config.prewarm)
 
     def profile(self, options: RunOptions) -> WorkerProfile:
         environ = {**os.environ, **gpu_environment(options.gpu), **options.env}

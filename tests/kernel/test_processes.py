@@ -398,16 +398,18 @@ def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
         {}, options, context,
     )
     second = build_job("import os, time\nprint('B-START', time.time(), os.getpid(), flush=True)", {}, options, context)
+    a_pid = None
     try:
         h1 = backend.submit(first, options)
         h2 = backend.submit(second, options)
         # While the first run holds the only worker, the second yields nothing at all.
-        started = [e for e in h1.next_events(30) if isinstance(e, wire.Started)]
-        assert started, "the first run did not start"
+        early = h1.next_events(30)
+        assert any(isinstance(e, wire.Started) for e in early), f"the first run did not start: {early}"
+        assert not any(e.terminal for e in early), early
         assert h2.next_events(0.5) == []
         assert len(backend.pool.workers()) == 1
 
-        log = drain_all({"A": h1, "B": h2})
+        log = [("A", e) for e in early] + drain_all({"A": h1, "B": h2})
         a_end = next(i for i, (n, e) in enumerate(log) if n == "A" and e.terminal)
         b_start = next(i for i, (n, e) in enumerate(log) if n == "B" and isinstance(e, wire.Started))
         assert a_end < b_start, f"the second run started before the first finished: {log}"
@@ -423,6 +425,7 @@ def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
         assert len(backend.pool.workers()) == 1
     finally:
         backend.close()
+    assert a_pid is not None
     assert wait_until(lambda: not exists(int(a_pid)), 10), "close() left the worker running"
 
 
@@ -505,7 +508,6 @@ def test_run_registry_records_done_failed_and_cancelled_runs(live_kernel, workdi
         assert record["started_at"] is not None and record["finished_at"] is not None, record
         assert record["created_at"] <= record["started_at"] <= record["finished_at"]
         assert isinstance(record["worker_pid"], int)
-        assert "P" not in json.dumps(record["profile"].get("env_keys", []))
 
     assert ok["state"] == "done"
     assert ok["outputs"] == ["registry_value"]
@@ -518,17 +520,16 @@ def test_run_registry_records_done_failed_and_cancelled_runs(live_kernel, workdi
 
 
 def test_notebook_cell_ids_are_recorded(run_notebook, workdir):
-    """nbclient sends each cell's id in the request metadata; the run record keeps it."""
-    import nbformat
-
-    cells = run_notebook(["%%thither\nnb_value = 1", "from mini_magic.extension import state_of\n"
-                          "state_of(get_ipython()).registry.flush()"])
-    assert all(c.error is None for c in cells), [c.error for c in cells]
-    (record,) = stored_runs(workdir / "home" / "runs.sqlite")
-    assert record["state"] == "done"
-    assert record["cell_id"], record
-    assert record["msg_id"], record
-    assert isinstance(record["cell_id"], str) and nbformat  # nbformat 4.5 cells have ids
+    """nbclient sends each cell's id in the request metadata; the run record keeps it (and the msg_id)."""
+    db = workdir / "home" / "runs.sqlite"
+    (cell,) = run_notebook(["%%thither\nnb_value = 1"])
+    assert cell.error is None, cell.error
+    assert wait_until(lambda: len(stored_runs(db)) == 1 and stored_runs(db)[0]["state"] == "done", 10), \
+        stored_runs(db)
+    (record,) = stored_runs(db)
+    assert isinstance(record["cell_id"], str) and record["cell_id"], record
+    assert isinstance(record["msg_id"], str) and record["msg_id"], record
+    assert record["outputs"] == ["nb_value"]
 
 
 # -- 9. nothing listens on TCP ---------------------------------------------------------------------------
