@@ -284,8 +284,9 @@ def main() -> int:
     parent_pid = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="mini-magic-watchdog", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a running cell is interruptible
-    log_fd = os.dup(2)
-    faulthandler.enable(file=os.fdopen(os.dup(log_fd), "w"), all_threads=True)
+    # fd 2 is the captured stderr: a native crash's Python stack (faulthandler) then reaches the cell.
+    log_fd = boot.get("log_fd", 2)
+    faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)
@@ -294,7 +295,8 @@ def main() -> int:
     sock.settimeout(None)
     channel = Channel(sock)
     sender = EventSender(lambda events: channel.send_frames(wire.encode_events(events)))
-    capture = OutputCapture(sender, log_fd)
+    read_fds = boot.get("capture_fds")
+    capture = OutputCapture(sender, log_fd, tuple(read_fds) if read_fds else None)
 
     from . import worker_display
 

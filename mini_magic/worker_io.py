@@ -59,23 +59,29 @@ def _pending_bytes(fd: int) -> int:
 
 
 class OutputCapture:
-    """Redirect fds 1 and 2 into pipes read by one thread that forwards text as Stdout/Stderr events.
+    """Forward what is written to fds 1 and 2 as Stdout/Stderr events, from one reader thread.
 
+    ``read_fds`` are the read ends of pipes that fds 1 and 2 already write into: the local backend creates them
+    and keeps its own copy of the read ends, so output written just before a crash can still be drained by the
+    kernel after the worker died. Without them (a remote container) the worker makes the pipes itself.
     Outside a run (``active`` is False) captured text goes to ``fallback_fd`` (the worker's log), so stray output
     of a previous run's leftovers never lands in the next cell.
     """
 
-    def __init__(self, sender: EventSender, fallback_fd: int) -> None:
+    def __init__(self, sender: EventSender, fallback_fd: int, read_fds: tuple[int, int] | None = None) -> None:
         self._sender = sender
         self._fallback_fd = fallback_fd
         self.active = False
         self._busy = False
         self._streams: dict[int, tuple[type[Event], codecs.IncrementalDecoder]] = {}
         self._read_fds: list[int] = []
-        for target, event in ((1, Stdout), (2, Stderr)):
-            read_fd, write_fd = os.pipe()
-            os.dup2(write_fd, target)
-            os.close(write_fd)
+        for index, (target, event) in enumerate(((1, Stdout), (2, Stderr))):
+            if read_fds is None:
+                read_fd, write_fd = os.pipe()
+                os.dup2(write_fd, target)
+                os.close(write_fd)
+            else:
+                read_fd = read_fds[index]
             self._streams[read_fd] = (event, codecs.getincrementaldecoder("utf-8")(errors="replace"))
             self._read_fds.append(read_fd)
         # Python-level streams: unbuffered writes to the (now redirected) fds, so a print reaches the pipe at once

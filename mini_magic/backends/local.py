@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ThitherUsageError, warn
-from ..wire import Cancelled, Event, Job, WorkerExited, encode_job
+from ..wire import Cancelled, Event, Job, Stderr, Stdout, WorkerExited, encode_job
 from .base import Backend, RunHandle, RunOptions
 from .workers import WorkerProcess, WorkerProfile, WorkerStartError, private_socket_dir
 
@@ -216,19 +216,25 @@ class WorkerPool:
             run = self._busy.get(worker)
         if run is None:
             return
-        run.deliver(events)
         terminal = next((e for e in events if e.terminal), None)
         if terminal is not None:
+            # Back in the pool before the run hears it ended, so a cell submitted right after finds it warm.
             dirty = getattr(terminal, "dirty", None)
             self._release(worker, reusable=not dirty and not run.cancel_requested and worker.alive)
+        run.deliver(events)
 
-    def _on_exit(self, worker: WorkerProcess, returncode: int | None, log_tail: str) -> None:
+    def _on_exit(self, worker: WorkerProcess, returncode: int | None, log_tail: str, leftover: tuple[str, str]) -> None:
         with self._lock:
             run = self._busy.pop(worker, None)
             if worker in self._idle:
                 self._idle.remove(worker)
         if run is not None:
-            run.deliver([WorkerExited(seq=0, returncode=returncode, log_tail=log_tail)])
+            stdout, stderr = leftover
+            run.deliver([
+                *([Stdout(seq=0, text=stdout)] if stdout else []),
+                *([Stderr(seq=0, text=stderr)] if stderr else []),
+                WorkerExited(seq=0, returncode=returncode, log_tail=log_tail),
+            ])
             self._after_recycle(worker.profile, run.cwd)
         self._serve_waiting()
 

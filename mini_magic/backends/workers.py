@@ -64,8 +64,9 @@ def _worker_pythonpath(environ: dict[str, str]) -> dict[str, str]:
 class WorkerProcess:
     """One worker process and the thread that reads its events.
 
-    ``on_events(worker, events)`` is called on the reader thread; ``on_exit(worker, returncode, log_tail)`` once,
-    when the connection ends (the process is then reaped).
+    ``on_events(worker, events)`` is called on the reader thread; ``on_exit(worker, returncode, log_tail,
+    (stdout, stderr))`` once, when the connection ends (the process is then reaped; the texts are output it wrote
+    but never forwarded).
     """
 
     def __init__(
@@ -75,7 +76,7 @@ class WorkerProcess:
         socket_dir: str,
         cwd: str,
         on_events: Callable[[WorkerProcess, list[Event]], None],
-        on_exit: Callable[[WorkerProcess, int | None, str], None],
+        on_exit: Callable[[WorkerProcess, int | None, str, tuple[str, str]], None],
         key: bytes | None = None,
     ) -> None:
         self.profile = profile
@@ -88,6 +89,11 @@ class WorkerProcess:
         key = key if key is not None else os.urandom(32)
         address = os.path.join(socket_dir, f"worker-{self.id}.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The worker's stdout/stderr are pipes; the kernel keeps a copy of their read ends (unused while the worker
+        # lives) so that whatever the worker wrote just before dying can still be shown (see drain_output).
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._capture_fds = (out_r, err_r)
         try:
             listener.bind(address)
             os.chmod(address, 0o600)
@@ -96,21 +102,27 @@ class WorkerProcess:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "mini_magic.worker"],
                     stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log_file,
+                    stdout=out_w,
+                    stderr=err_w,
+                    pass_fds=(out_r, err_r, log_file.fileno()),
                     env=_worker_pythonpath(dict(profile.environ)),
                     cwd=cwd,
                     start_new_session=True,
                     close_fds=True,
                 )
+                boot = {"address": address, "key": key.hex(), "capture_fds": [out_r, err_r],
+                        "log_fd": log_file.fileno()}
             assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps({"address": address, "key": key.hex()}).encode() + b"\n")
+            self.proc.stdin.write(json.dumps(boot).encode() + b"\n")
             self.proc.stdin.close()
             self.channel = Channel(self._accept(listener, key))
         except BaseException:
             self._terminate_process()
+            self._close_capture_fds()
             raise
         finally:
+            os.close(out_w)
+            os.close(err_w)
             listener.close()
             try:
                 os.unlink(address)
@@ -161,7 +173,31 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self._terminate_process()
             self.returncode = self.proc.returncode
-        self._on_exit(self, self.returncode, self.log_tail())
+        leftover = self.drain_output()
+        self._close_capture_fds()
+        self._on_exit(self, self.returncode, self.log_tail(), leftover)
+
+    def drain_output(self) -> tuple[str, str]:
+        """What the dead worker wrote to stdout/stderr that its own reader thread never forwarded."""
+        texts = []
+        for fd in self._capture_fds:
+            chunks = []
+            try:
+                os.set_blocking(fd, False)
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
+            except (BlockingIOError, OSError):
+                pass
+            texts.append(b"".join(chunks).decode("utf-8", "replace"))
+        return texts[0], texts[1]
+
+    def _close_capture_fds(self) -> None:
+        fds, self._capture_fds = self._capture_fds, ()
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def send(self, frames: list) -> None:
         self.channel.send_frames(frames)

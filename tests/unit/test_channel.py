@@ -492,7 +492,7 @@ def test_worker_socket_is_0600_while_spawning_and_removed_after(tmp_path):
         socket_dir=socket_dir,
         cwd=str(tmp_path),
         on_events=lambda w, events: None,
-        on_exit=lambda w, code, tail: exits.append(code),
+        on_exit=lambda w, code, tail, leftover: exits.append(code),
     )
     try:
         assert worker.socket_mode is not None
