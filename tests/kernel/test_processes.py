@@ -259,6 +259,31 @@ def test_worker_crash_is_reported_and_the_next_cell_gets_a_fresh_worker(live_ker
     assert kernel.run("print(ok_after_crash)").stdout == "2\n"
 
 
+def test_output_written_just_before_a_crash_reaches_the_cell(live_kernel):
+    kernel = live_kernel()
+    result = kernel.run("%%thither\nimport os\nprint('last words', flush=True)\nos._exit(3)", timeout=30)
+    assert result.error is not None and result.error["ename"] == "WorkerCrashed"
+    assert "last words" in result.stdout
+    segv = kernel.run("%%thither\nimport os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", timeout=30)
+    assert segv.error is not None and "SIGSEGV" in segv.error["evalue"]
+    assert "Segmentation fault" in segv.stderr  # faulthandler's dump of the dying worker's stacks
+
+
+def test_back_to_back_runs_reuse_the_warm_worker(tmp_path):
+    backend = LocalBackend(max_workers=4, prewarm=False)
+    options = RunOptions(backend="local")
+    pids = set()
+    try:
+        for _ in range(10):
+            handle = backend.submit(build_job("x = 1", {}, options, CellContext(cwd=str(tmp_path))), options)
+            events = run_to_end(handle)
+            pids.update(e.pid for e in events if isinstance(e, wire.Started))
+            assert isinstance(events[-1], wire.Result)
+    finally:
+        backend.close()
+    assert len(pids) == 1, f"a run submitted right after the previous one ended got a new worker: {pids}"
+
+
 # -- 4. timeout ------------------------------------------------------------------------------------------
 
 
