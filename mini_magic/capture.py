@@ -39,6 +39,9 @@ _SYSTEM_PATHS = tuple(
 )
 
 
+_OPEN_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
+
+
 class _RecordingPickler(cloudpickle.Pickler):
     """Notes the modules of classes and functions pickled by reference: those modules must import remotely."""
 
@@ -47,6 +50,10 @@ class _RecordingPickler(cloudpickle.Pickler):
         self.modules: set[str] = set()
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _OPEN_FILES):
+            # cloudpickle would snapshot a readable file's whole content into a StringIO: a silent, possibly huge,
+            # copy that no longer is the file. Refuse it like any other process-bound resource.
+            raise TypeError(f"an open file ({getattr(obj, 'name', '?')!r}) cannot be sent")
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             module = getattr(obj, "__module__", None)
             if isinstance(module, str):
@@ -92,7 +99,7 @@ _GENERIC_FIX = (
 
 def explain_unpicklable(value: Any, cause: BaseException) -> tuple[str, str]:
     """A reason a person understands, and the fix, for a value pickle refused."""
-    if isinstance(value, io.IOBase):
+    if isinstance(value, _OPEN_FILES):
         return ("an open file or stream belongs to this process", "Send its path (a str) and open it inside the cell.")
     if isinstance(value, _LOCK_TYPES):
         return ("a lock or other synchronisation object only works inside one process", "Create it inside the cell.")
