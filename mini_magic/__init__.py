@@ -10,22 +10,6 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CaptureError",
-    "MiniMagicError",
-    "ProtocolMismatch",
-    "RemoteError",
-    "RunCancelled",
-    "RunFailed",
-    "RunTimeout",
-    "Thither",
-    "ThitherUsageError",
-    "WorkerCrashed",
-    "__version__",
-    "load_ipython_extension",
-    "unload_ipython_extension",
-]
-
 _LAZY = {
     "Thither": "mini_magic.config",
     **{
@@ -39,10 +23,18 @@ _LAZY = {
             "RunFailed",
             "RunTimeout",
             "ThitherUsageError",
+            "ThitherWarning",
             "WorkerCrashed",
         )
     },
 }
+
+
+__all__ = [*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

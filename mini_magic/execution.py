@@ -217,7 +217,7 @@ def dispatch(event: wire.Event, sink: OutputSink, registry: RunRegistry, run_id:
         sink.stdout(event.text)
     elif isinstance(event, wire.Stderr):
         sink.stderr(event.text)
-    elif isinstance(event, (wire.Display, wire.UpdateDisplay)):
+    elif isinstance(event, wire.Display):
         sink.display(event.data, event.metadata, event.display_id, isinstance(event, wire.UpdateDisplay))
     elif isinstance(event, wire.ClearOutput):
         sink.clear_output(event.wait)

@@ -266,10 +266,9 @@ class Display(Event):
 
 
 @dataclass(frozen=True)
-class UpdateDisplay(Event):
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    display_id: str | None = None
+class UpdateDisplay(Display):
+    """Replace what an earlier Display with the same ``display_id`` shows."""
+
     kind: ClassVar[str] = "update_display"
 
 

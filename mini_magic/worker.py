@@ -286,7 +286,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a running cell is interruptible
     # fd 2 is the captured stderr: a native crash's Python stack (faulthandler) then reaches the cell.
     log_fd = boot.get("log_fd", 2)
-    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    faulthandler.enable(file=2, all_threads=True)
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(30)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -110,20 +111,18 @@ class LocalRun(RunHandle):
             self._events.put(event)
 
     def cancel(self) -> None:
-        with self._lock:
-            self.cancel_requested = True
-            worker = self.worker
-        if worker is not None:
-            worker.interrupt()
-        elif self._pool.withdraw(self):
-            self.deliver([Cancelled(seq=0, reason="cancelled while queued")])
+        self._stop(WorkerProcess.interrupt)
 
     def kill(self) -> None:
+        self._stop(WorkerProcess.kill)
+
+    def _stop(self, signal_worker: Callable[[WorkerProcess], None]) -> None:
+        """Signal the worker running this run; a run still waiting for one just leaves the queue."""
         with self._lock:
             self.cancel_requested = True
             worker = self.worker
         if worker is not None:
-            worker.kill()
+            signal_worker(worker)
         elif self._pool.withdraw(self):
             self.deliver([Cancelled(seq=0, reason="cancelled while queued")])
 

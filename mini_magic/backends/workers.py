@@ -93,7 +93,7 @@ class WorkerProcess:
         # lives) so that whatever the worker wrote just before dying can still be shown (see drain_output).
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        self._capture_fds = (out_r, err_r)
+        self._capture_fds: tuple[int, ...] = (out_r, err_r)
         try:
             listener.bind(address)
             os.chmod(address, 0o600)

@@ -93,17 +93,21 @@ class LiveKernel:
     def submit(self, code: str) -> str:
         return self.client.execute(code)
 
-    def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
-        """Wait for the cell to go idle; return its outputs."""
-        result = CellResult()
+    def _messages(self, msg_id: str, timeout: float):
+        """iopub messages of one cell, until ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 msg = self.client.get_iopub_msg(timeout=0.5)
             except queue.Empty:
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                yield msg
+
+    def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
+        """Wait for the cell to go idle; return its outputs."""
+        result = CellResult()
+        for msg in self._messages(msg_id, timeout):
             kind = msg["msg_type"]
             content = msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
@@ -125,13 +129,8 @@ class LiveKernel:
     def wait_for_stdout(self, msg_id: str, text: str, timeout: float = 30) -> CellResult:
         """Read iopub until the cell printed ``text`` (the cell keeps running)."""
         result = CellResult()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.client.get_iopub_msg(timeout=0.5)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+        for msg in self._messages(msg_id, timeout):
+            if msg["msg_type"] == "stream":
                 result.outputs.append({"output_type": "stream", "name": msg["content"]["name"],
                                        "text": msg["content"]["text"]})
                 if text in result.stdout:
