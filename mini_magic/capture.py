@@ -19,12 +19,14 @@ import sysconfig
 import threading
 import types
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-from . import wire
+from . import wire, worker_hither
 from .closure import CellAnalysis
+from .hither import Hither, HitherHandle
 from .errors import CaptureError
 
 # Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).
@@ -48,8 +50,13 @@ class _RecordingPickler(cloudpickle.Pickler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modules: set[str] = set()
+        self.hithers: dict[str, Any] = {}
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (Hither, HitherHandle)):
+            # Local callbacks never travel: the worker gets a stub that knows only the reference id.
+            self.hithers[obj.ref_id] = obj
+            return (worker_hither.HitherStub, (obj.ref_id, obj.name))
         if isinstance(obj, _OPEN_FILES):
             # cloudpickle would snapshot a readable file's whole content into a StringIO: a silent, possibly huge,
             # copy that no longer is the file. Refuse it like any other process-bound resource.
@@ -71,7 +78,14 @@ def closure_values(analysis: CellAnalysis, namespace: dict[str, Any], extra: Ite
     return values
 
 
-def pack_closure(values: dict[str, Any]) -> tuple[wire.PackedValues, set[str]]:
+@dataclass(frozen=True)
+class PackedClosure:
+    values: wire.PackedValues
+    modules: set[str]  # modules the values need remotely (by reference)
+    hithers: dict[str, Any]  # reference id -> Hither / HitherHandle found anywhere in the values
+
+
+def pack_closure(values: dict[str, Any]) -> PackedClosure:
     """Pack the closure; on failure raise CaptureError naming the variable, why, and what to do."""
     picklers: list[_RecordingPickler] = []
 
@@ -84,9 +98,10 @@ def pack_closure(values: dict[str, Any]) -> tuple[wire.PackedValues, set[str]]:
     except wire.PackError as exc:
         reason, fix = explain_unpicklable(exc.value, exc.cause)
         raise CaptureError(exc.name, type(exc.value).__name__, reason, fix) from exc.cause
-    modules = set(picklers[-1].modules) if picklers else set()
+    pickler = picklers[-1] if picklers else None
+    modules = set(pickler.modules) if pickler else set()
     modules.update(v.name for v in values.values() if isinstance(v, wire.ModuleRef))
-    return packed, modules
+    return PackedClosure(packed, modules, dict(pickler.hithers) if pickler else {})
 
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Semaphore,

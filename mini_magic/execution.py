@@ -1,20 +1,21 @@
-"""Kernel side of one run: analyse the cell, build the Job, submit it, drain events, then assign or raise.
+"""Kernel side of one run: analyse the cell, build the Job, submit it, drain its events, then assign or raise.
 
-Testable without IPython: output goes to an :class:`OutputSink`, results into a plain dict namespace. Events are
-drained on the calling thread (the kernel's main thread for a foreground cell), so ``display()`` lands in the running
-cell and a kernel interrupt arrives here as KeyboardInterrupt, which is forwarded to this run's worker only.
+Testable without IPython: output goes to an :class:`OutputSink`, results into a plain dict namespace. A foreground
+cell drains on the calling thread (the kernel's main thread), so ``display()`` and hither callbacks land in the
+running cell and a kernel interrupt arrives here as KeyboardInterrupt, which is forwarded to this run's worker only.
+Background runs (see background.py) use the same pieces on a drainer thread.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import io
 import os
 import threading
 import time
 import tokenize
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,20 +23,17 @@ from . import wire
 from .backends.base import Backend, RunHandle, RunOptions
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
-from .errors import (
-    RemoteError,
-    RunCancelled,
-    RunTimeout,
-    ThitherUsageError,
-    WorkerCrashed,
-    render_remote_traceback,
-    warn,
-)
+from .errors import ThitherUsageError, warn
+from .hither import HitherSession
+from .outcome import Outcome, assign, interpret
+from .progress import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
+
+PANEL_DELAY = 0.5  # a foreground run shows its panel only once it has run this long
 
 
 class OutputSink(Protocol):
-    """Where a run's output goes (the notebook cell, or a test's list)."""
+    """Where a run's output goes (the notebook cell, a background run's panel, or a test's list)."""
 
     def stdout(self, text: str) -> None: ...
     def stderr(self, text: str) -> None: ...
@@ -56,6 +54,7 @@ class CellContext:
     cwd: str = field(default_factory=os.getcwd)
     first_line: int = 2  # the body of a %%thither cell starts on the cell's second line
     label: str | None = None
+    hither_interval: float = 0.02  # the backend's batching interval for hither calls
 
 
 @dataclass
@@ -66,55 +65,44 @@ class RunOutcome:
     not_returned: dict[str, str]
 
 
-_CANCEL_REQUESTS: dict[str, threading.Event] = {}
+@dataclass
+class ActiveRun:
+    """A submitted run as the kernel side tracks it until its terminal event."""
+
+    run_id: str
+    job: wire.Job
+    options: RunOptions
+    registry: RunRegistry
+    handle: RunHandle
+    sink: OutputSink
+    hithers: HitherSession
+    progress: ProgressMirror
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def record(self) -> RunRecord:
+        record = self.registry.get(self.run_id)
+        assert record is not None
+        return record
+
+
+_ACTIVE: dict[str, ActiveRun] = {}
 
 
 def request_cancel(run_id: str) -> bool:
-    """Ask a running foreground run to stop (from a comm handler or another thread). False if it is not running."""
-    event = _CANCEL_REQUESTS.get(run_id)
-    if event is None:
+    """Ask an active run to stop (from a comm handler, a button, another thread). False if it is not active."""
+    active = _ACTIVE.get(run_id)
+    if active is None:
         return False
-    event.set()
+    active.cancel.set()
     return True
 
 
-def run_cell(
-    source: str,
-    namespace: dict[str, Any],
-    options: RunOptions,
-    *,
-    backend: Backend,
-    registry: RunRegistry,
-    sink: OutputSink,
-    context: CellContext,
-    interrupt_grace: float = 1.0,
-) -> RunOutcome:
-    """Run one transformed cell body remotely and apply its results to ``namespace`` (only on success)."""
-    job = build_job(source, namespace, options, context)
-    backend.prepare(options)
-    record = registry.create(
-        backend=options.backend,
-        profile=options.profile(),
-        cell_id=context.cell_id,
-        msg_id=context.msg_id,
-        label=context.label,
-        run_id=job.header.run_id,
-    )
-    cancel = _CANCEL_REQUESTS[record.run_id] = threading.Event()
-    try:
-        handle = backend.submit(job, options)
-        terminal, reason = drain(handle, sink, registry, record.run_id, timeout=options.timeout,
-                                 grace=interrupt_grace, cancel=cancel)
-    except BaseException as exc:
-        registry.finish(record.run_id, RunState.FAILED, error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        _CANCEL_REQUESTS.pop(record.run_id, None)
-    return settle(terminal, reason, namespace, sink, registry, record.run_id, options)
-
-
-def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext) -> wire.Job:
-    """Everything is checked and packed here, before anything runs: errors leave the namespace untouched."""
+def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext
+              ) -> tuple[wire.Job, dict[str, Any]]:
+    """Check and pack everything before anything runs (errors leave the namespace untouched). Also returns the
+    hither objects the closure references, by reference id."""
     offset = context.first_line - 1
     try:
         analysis = analyze_cell(source)
@@ -132,7 +120,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
             "%%thither cell; run the magic in a normal cell."
         )
     values = closure_values(analysis, namespace)
-    closure, modules = pack_closure(values)
+    packed = pack_closure(values)
     run_id = uuid.uuid4().hex[:12]
     count = context.execution_count
     job = wire.Job(
@@ -140,8 +128,8 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         source=source,
         filename=f"<thither In[{count}]>" if count is not None else f"<thither {run_id}>",
         first_line=context.first_line,
-        closure=closure,
-        modules=local_module_sources(modules | imported_modules(tree), context.cwd),
+        closure=packed.values,
+        modules=local_module_sources(packed.modules | imported_modules(tree), context.cwd),
         outputs=options.out,
         candidates=(*analysis.writes, *analysis.mutated),
         deleted=analysis.deleted,
@@ -149,8 +137,9 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         cwd=context.cwd,
         linecache=notebook_sources(values.values()),
         display_trailing=analysis.trailing_expression and not ends_with_semicolon(source),
+        hither_interval=context.hither_interval if packed.hithers else None,
     )
-    return job
+    return job, packed.hithers
 
 
 def ends_with_semicolon(source: str) -> bool:
@@ -164,22 +153,45 @@ def ends_with_semicolon(source: str) -> bool:
     return bool(tokens) and tokens[-1].string == ";"
 
 
-def drain(
-    handle: RunHandle,
-    sink: OutputSink,
-    registry: RunRegistry,
-    run_id: str,
+def start_run(
+    source: str,
+    namespace: dict[str, Any],
+    options: RunOptions,
     *,
-    timeout: float,
-    grace: float,
-    cancel: threading.Event | None = None,
-) -> tuple[wire.Event, str | None]:
+    backend: Backend,
+    registry: RunRegistry,
+    sink: OutputSink,
+    context: CellContext,
+    attach: Callable[[Any], None] | None = None,
+) -> ActiveRun:
+    """Build, record, enter the run's hither context managers, and submit. Returns at once."""
+    backend.prepare(options)
+    job, hither_refs = build_job(source, namespace, options, context)
+    record = registry.create(backend=options.backend, profile=options.profile(), cell_id=context.cell_id,
+                             msg_id=context.msg_id, label=context.label, run_id=job.header.run_id)
+    hithers = HitherSession(hither_refs, report=sink.stderr)
+    try:
+        hithers.enter()
+        handle = backend.submit(job, options)
+    except BaseException as exc:
+        hithers.exit(exc)
+        registry.finish(record.run_id, RunState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
+    active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers, ProgressMirror(attach))
+    _ACTIVE[record.run_id] = active
+    return active
+
+
+def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None = None
+          ) -> tuple[wire.Event, str | None]:
     """Dispatch events until a terminal one; returns it and why we stopped the run ourselves, if we did.
 
     A KeyboardInterrupt (kernel interrupt) asks the worker to stop and kills it after ``grace`` seconds; a second
-    interrupt kills it at once. ``timeout`` (0: none) and ``cancel`` stop the run the same way.
+    interrupt kills it at once. The run's timeout (0: none) and ``active.cancel`` stop it the same way.
     """
-    deadline = time.monotonic() + timeout if timeout else None
+    handle = active.handle
+    timeout = active.options.timeout
+    deadline = active.started + timeout if timeout else None
     reason: str | None = None
     kill_at: float | None = None
 
@@ -191,28 +203,30 @@ def drain(
 
     while True:
         try:
-            events = handle.next_events(0.1)
-            for event in events:
+            for event in handle.next_events(0.1):
                 if event.terminal:
-                    sink.flush()
+                    active.sink.flush()
                     return event, reason
-                dispatch(event, sink, registry, run_id)
+                dispatch(event, active)
             now = time.monotonic()
             if kill_at is not None and now >= kill_at:
                 kill_at = None
                 handle.kill()
-            elif reason is None and cancel is not None and cancel.is_set():
+            elif reason is None and active.cancel.is_set():
                 stop("cancel")
             elif reason is None and deadline is not None and now >= deadline:
                 stop("timeout")
+            if on_tick is not None:
+                on_tick()
         except KeyboardInterrupt:
-            if reason is None or reason != "interrupt":
+            if reason != "interrupt":
                 stop("interrupt")
             else:
                 handle.kill()
 
 
-def dispatch(event: wire.Event, sink: OutputSink, registry: RunRegistry, run_id: str) -> None:
+def dispatch(event: wire.Event, active: ActiveRun) -> None:
+    sink = active.sink
     if isinstance(event, wire.Stdout):
         sink.stdout(event.text)
     elif isinstance(event, wire.Stderr):
@@ -221,123 +235,85 @@ def dispatch(event: wire.Event, sink: OutputSink, registry: RunRegistry, run_id:
         sink.display(event.data, event.metadata, event.display_id, isinstance(event, wire.UpdateDisplay))
     elif isinstance(event, wire.ClearOutput):
         sink.clear_output(event.wait)
+    elif isinstance(event, wire.HitherCalls):
+        calls = event.calls.unpack(on_error=lambda name, exc: sink.stderr(
+            f"hither: a batch of calls could not be rebuilt here and was dropped ({type(exc).__name__}: {exc})\n"))
+        active.hithers.dispatch(calls.get("calls", ()))
+    elif isinstance(event, wire.Progress):
+        active.progress.update(event)
     elif isinstance(event, wire.Started):
-        registry.start(run_id, worker_pid=event.pid)
+        active.registry.start(active.run_id, worker_pid=event.pid)
 
 
-def settle(
-    terminal: wire.Event,
-    reason: str | None,
-    namespace: dict[str, Any],
-    sink: OutputSink,
-    registry: RunRegistry,
-    run_id: str,
-    options: RunOptions,
-) -> RunOutcome:
-    """Assign a successful run's results, or raise what stopped it. The namespace changes only on success."""
-    if reason == "interrupt":
-        registry.finish(run_id, RunState.CANCELLED, error="KeyboardInterrupt: interrupted")
-        exc = KeyboardInterrupt()
-        message = "KeyboardInterrupt: the remote run was interrupted; its worker was stopped and nothing was assigned."
-        exc._render_traceback_ = lambda: [message]  # type: ignore[attr-defined]
-        raise exc
-    if reason == "timeout":
-        timed_out = RunTimeout(
-            f"the cell ran longer than its timeout of {options.timeout:g} s and was stopped; nothing was assigned. "
-            "Give it more time with --timeout SECONDS (or %config Thither.timeout)."
-        )
-        registry.finish(run_id, RunState.FAILED, error=f"RunTimeout: {timed_out}")
-        raise timed_out
-    if reason == "cancel" or isinstance(terminal, wire.Cancelled):
-        why = terminal.reason if isinstance(terminal, wire.Cancelled) else "cancelled"
-        registry.finish(run_id, RunState.CANCELLED, error=f"RunCancelled: {why}")
-        raise RunCancelled(f"the run was cancelled ({why}); nothing was assigned.")
-    if isinstance(terminal, wire.WorkerExited):
-        error = WorkerCrashed(describe_exit(terminal.returncode, terminal.log_tail))
-        registry.finish(run_id, RunState.FAILED, error=f"WorkerCrashed: {error}")
-        raise error
-    if isinstance(terminal, wire.Error):
-        registry.finish(run_id, RunState.FAILED, error=f"{terminal.type_name}: {terminal.message}")
-        raise rebuild_exception(terminal)
-    assert isinstance(terminal, wire.Result)
-    assigned, deleted, not_returned = apply_result(terminal, namespace)
-    record = registry.finish(run_id, RunState.DONE, outputs=assigned)
-    if terminal.trailing is not None:
-        values = terminal.trailing.unpack(on_error=lambda name, exc: None)
-        if "_" in values:
-            sink.show_value(values["_"])
-    elif terminal.trailing_bundle:
-        sink.show_bundle(terminal.trailing_bundle)
-    return RunOutcome(record, assigned, deleted, not_returned)
-
-
-def apply_result(result: wire.Result, namespace: dict[str, Any]) -> tuple[list[str], list[str], dict[str, str]]:
-    """Rebuild every output first, then assign them all at once; names that cannot come back are warned about."""
-    not_returned = dict(result.unsendable)
-
-    def failed(name: str, exc: BaseException) -> None:
-        not_returned[name] = f"it could not be rebuilt in the kernel ({type(exc).__name__}: {exc})"
-
-    values = result.outputs.unpack(on_error=failed)
-    for name, value in list(values.items()):
-        if isinstance(value, wire.ModuleRef):
-            try:
-                values[name] = importlib.import_module(value.name)
-            except ImportError as exc:
-                del values[name]
-                failed(name, exc)
-    for name in result.deleted:
-        namespace.pop(name, None)
-    namespace.update(values)
-    for name, why in not_returned.items():
-        warn(f"{name!r} was not brought back: {why}. The other names were assigned.")
-    return list(values), list(result.deleted), not_returned
-
-
-def rebuild_exception(error: wire.Error) -> BaseException:
-    """The remote exception with its own type when that type loads here, else a RemoteError."""
-    exc: BaseException | None = None
-    if error.exception is not None:
-        try:
-            exc = error.exception.unpack()["exception"]
-        except Exception:  # noqa: BLE001 - fall back to rebuilding from the type name
-            exc = None
-    if exc is None:
-        try:
-            cls = getattr(importlib.import_module(error.type_module), error.type_qualname)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                exc = cls(error.message)
-        except Exception:  # noqa: BLE001 - the type does not exist here
-            exc = None
-    if exc is None:
-        return RemoteError(error.type_name, error.message, error.traceback)
-    lines = render_remote_traceback(error.traceback, f"{error.type_name}: {error.message}")
+def end_run(active: ActiveRun, terminal: wire.Event, reason: str | None) -> Outcome:
+    """Interpret the terminal event, then tear down: hither context managers exit after the final drain (also on
+    error or interrupt), bars the run left open close, and the registry records the end."""
     try:
-        exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
-    except AttributeError:
-        return RemoteError(error.type_name, error.message, error.traceback)
-    return exc
+        outcome = interpret(terminal, reason, active.options)
+    except BaseException as exc:  # noqa: BLE001 - a broken result still ends the run cleanly
+        outcome = Outcome(RunState.FAILED, exc)
+    try:
+        active.hithers.exit(outcome.error)
+        active.progress.close_all()
+        summary = active.hithers.summary()
+        if summary:
+            active.sink.stderr(summary)
+    finally:
+        _ACTIVE.pop(active.run_id, None)
+        active.registry.finish(active.run_id, outcome.state, error=outcome.summary, outputs=list(outcome.values))
+    return outcome
 
 
-_SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+def abandon(active: ActiveRun, exc: BaseException) -> None:
+    """The kernel side failed while draining (not the run): stop the run and record why."""
+    active.handle.kill()
+    active.hithers.exit(exc)
+    active.progress.close_all()
+    _ACTIVE.pop(active.run_id, None)
+    active.registry.finish(active.run_id, RunState.FAILED, error=f"{type(exc).__name__}: {exc}")
 
 
-def describe_exit(returncode: int | None, log_tail: str) -> str:
-    """A crash message that says what probably happened and that the next cell gets a fresh worker."""
-    if returncode is None:
-        what = log_tail or "the worker process is gone"
-        return f"the worker failed: {what}. Nothing was assigned."
-    if returncode < 0:
-        name = _SIGNALS.get(-returncode, f"signal {-returncode}")
-        hints = {
-            "SIGKILL": " — often the out-of-memory killer: the cell needed more memory than is available",
-            "SIGSEGV": " (segmentation fault) — a crash in native code (a C extension or a GPU library)",
-            "SIGABRT": " — native code aborted",
-        }
-        what = f"was killed by {name}{hints.get(name, '')}"
-    else:
-        what = f"exited with code {returncode}"
-    message = f"the worker process running this cell {what}. Nothing was assigned; the next cell gets a fresh worker."
-    if log_tail:
-        message += "\n--- worker log ---\n" + log_tail[-2000:]
-    return message
+def run_cell(
+    source: str,
+    namespace: dict[str, Any],
+    options: RunOptions,
+    *,
+    backend: Backend,
+    registry: RunRegistry,
+    sink: OutputSink,
+    context: CellContext,
+    interrupt_grace: float = 1.0,
+    show_panel: bool = True,
+) -> RunOutcome:
+    """Run one transformed cell body remotely (foreground) and apply its results to ``namespace`` on success."""
+    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context)
+    panel: Any = None
+
+    def tick() -> None:
+        nonlocal panel
+        if panel is None and show_panel and time.monotonic() - active.started >= PANEL_DELAY:
+            from .ui import RunPanel
+
+            panel = RunPanel(active.record, on_cancel=active.cancel.set, background=False)
+            panel.show()
+        elif panel is not None:
+            panel.update(active.record)
+
+    try:
+        terminal, reason = drain(active, grace=interrupt_grace, on_tick=tick)
+    except BaseException as exc:
+        abandon(active, exc)
+        raise
+    outcome = end_run(active, terminal, reason)
+    if panel is not None:
+        panel.update(active.record)
+    if outcome.error is not None:
+        raise outcome.error
+    assign(outcome, namespace)
+    for name, why in outcome.not_returned.items():
+        warn(f"{name!r} was not brought back: {why}. The other names were assigned.")
+    if outcome.trailing:
+        sink.show_value(outcome.trailing[0])
+    elif outcome.trailing_bundle:
+        sink.show_bundle(outcome.trailing_bundle)
+    return RunOutcome(active.record, list(outcome.values), outcome.deleted, outcome.not_returned)

@@ -207,6 +207,7 @@ class Job:
     cwd: str | None = None
     linecache: dict[str, str] = field(default_factory=dict)  # filename -> source, for remote tracebacks
     display_trailing: bool = True
+    hither_interval: float | None = None  # seconds between hither call batches; None: the cell uses no hither
 
 
 def encode_job(job: Job) -> list[Any]:
@@ -279,22 +280,25 @@ class ClearOutput(Event):
 
 
 @dataclass(frozen=True)
-class HitherCall(Event):
-    """Calls of local callbacks made by the remote code, in order (reserved for the hither feature)."""
+class HitherCalls(Event):
+    """Calls of local callbacks made by the remote code, in order: one packed value ``calls``, a list of
+    ``(ref_id, args, kwargs)``."""
 
-    stub_id: str
     calls: PackedValues
-    kind: ClassVar[str] = "hither_call"
+    kind: ClassVar[str] = "hither_calls"
 
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """A remote progress bar's state (reserved for tqdm mirroring)."""
+    """A remote tqdm bar's state; the kernel mirrors it as a local notebook bar."""
 
     bar_id: str
     n: float
     total: float | None
     desc: str = ""
+    unit: str = "it"
+    postfix: str = ""
+    leave: bool = True
     closed: bool = False
     kind: ClassVar[str] = "progress"
 

@@ -26,7 +26,7 @@ import traceback
 from types import ModuleType, TracebackType
 from typing import Any
 
-from . import wire
+from . import wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
 from .worker_io import EventSender, OutputCapture
 from .worker_modules import ShippedModules, evict_local_modules
@@ -45,6 +45,8 @@ class Worker:
         self.display = display
 
     def sync_output(self) -> None:
+        """Ship buffered hither calls and captured output before an event that must come after them."""
+        worker_hither.flush_active()
         if self.capture is not None:
             self.capture.sync()
 
@@ -68,18 +70,25 @@ class Worker:
         saved = _ProcessState.save()
         if self.capture is not None:
             self.capture.active = True
+        calls = None
+        if job.hither_interval is not None:
+            calls = worker_hither.CallBuffer(self.sender.emit, job.hither_interval)
+        worker_hither.activate(calls)
+        worker_tqdm.EMIT = self.sender.emit
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            self._run(job, saved)
+            self._run(job, saved, calls)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
+            worker_hither.activate(None)
+            worker_tqdm.EMIT = None
             self.sync_output()
             if self.capture is not None:
                 self.capture.active = False
             saved.restore()
             evict_local_modules(job.modules, job.cwd, saved.modules)
 
-    def _run(self, job: wire.Job, saved: _ProcessState) -> None:
+    def _run(self, job: wire.Job, saved: _ProcessState, calls: worker_hither.CallBuffer | None) -> None:
         try:
             os.environ.update(job.env)
             if job.cwd and os.path.isdir(job.cwd):
@@ -93,9 +102,13 @@ class Worker:
                 has_value, value = _execute(job, namespace)
                 if self.display is not None:
                     self.display.after_run()
+                if calls is not None:
+                    calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
                 self._send_result(job, namespace, initial, has_value, value, saved)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
+            if calls is not None:
+                calls.close()
             self.sync_output()
             self._send_error(exc, saved)
 
@@ -301,7 +314,8 @@ def main() -> int:
     from . import worker_display
 
     worker = Worker(sender, capture)
-    worker.display = worker_display.install(sender.emit, capture.sync)
+    worker.display = worker_display.install(sender.emit, worker.sync_output)
+    worker_tqdm.install()
     while True:
         try:
             frames = channel.recv_frames()

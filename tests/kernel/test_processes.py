@@ -275,7 +275,7 @@ def test_back_to_back_runs_reuse_the_warm_worker(tmp_path):
     pids = set()
     try:
         for _ in range(10):
-            handle = backend.submit(build_job("x = 1", {}, options, CellContext(cwd=str(tmp_path))), options)
+            handle = backend.submit(build_job("x = 1", {}, options, CellContext(cwd=str(tmp_path)))[0], options)
             events = run_to_end(handle)
             pids.update(e.pid for e in events if isinstance(e, wire.Started))
             assert isinstance(events[-1], wire.Result)
@@ -424,8 +424,8 @@ def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
         "import os, time\nprint('A-START', time.time(), os.getpid(), flush=True)\ntime.sleep(1.5)\n"
         "print('A-END', time.time(), flush=True)",
         {}, options, context,
-    )
-    second = build_job("import os, time\nprint('B-START', time.time(), os.getpid(), flush=True)", {}, options, context)
+    )[0]
+    second = build_job("import os, time\nprint('B-START', time.time(), os.getpid(), flush=True)", {}, options, context)[0]
     a_pid = None
     try:
         h1 = backend.submit(first, options)
@@ -462,8 +462,8 @@ def test_a_queued_run_can_be_cancelled_without_touching_the_running_one(tmp_path
     options = RunOptions(backend="local")
     context = CellContext(cwd=str(tmp_path))
     try:
-        h1 = backend.submit(build_job("import time\ntime.sleep(1)\nprint('A done')", {}, options, context), options)
-        h2 = backend.submit(build_job("open('NEVER', 'w').write('x')", {}, options, context), options)
+        h1 = backend.submit(build_job("import time\ntime.sleep(1)\nprint('A done')", {}, options, context)[0], options)
+        h2 = backend.submit(build_job("open('NEVER', 'w').write('x')", {}, options, context)[0], options)
         h2.cancel()
         events = h2.next_events(5)
         assert len(events) == 1 and isinstance(events[0], wire.Cancelled), events
@@ -650,13 +650,13 @@ def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
     try:
         # Control: with a matching header the tripwire does fire, so its absence below means something.
         control_marker = tmp_path / "CONTROL"
-        control = build_job(source, {"tripwire": Tripwire(control_marker)}, options, context)
+        control = build_job(source, {"tripwire": Tripwire(control_marker)}, options, context)[0]
         events = run_to_end(backend.submit(control, options))
         assert isinstance(events[-1], wire.Result), events
         assert control_marker.exists()
 
         marker = tmp_path / "MARKER"
-        job = build_job(source, {"tripwire": Tripwire(marker)}, options, context)
+        job = build_job(source, {"tripwire": Tripwire(marker)}, options, context)[0]
         bad = dataclasses.replace(job, header=wire.JobHeader(run_id="x", **{field: value}))
         events = run_to_end(backend.submit(bad, options))
     finally:

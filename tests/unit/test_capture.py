@@ -59,7 +59,7 @@ def test_modules_referenced_by_pickled_objects_are_reported() -> None:
     module.Thing.__module__ = "fake_local_mod"
     sys.modules["fake_local_mod"] = module
     try:
-        _, modules = pack_closure({"t": module.Thing(), "np": wire.ModuleRef("numpy")})
+        modules = pack_closure({"t": module.Thing(), "np": wire.ModuleRef("numpy")}).modules
     finally:
         del sys.modules["fake_local_mod"]
     assert {"fake_local_mod", "numpy"} <= modules

@@ -382,7 +382,7 @@ def fake_kernel(tmp_path: Path):
 
 def marker_job(tmp: Path) -> list[Any]:
     """A real job that creates ``MARKER`` in ``tmp`` when (and only when) the worker runs it."""
-    job = build_job("open('MARKER','w').write('x')", {}, RunOptions(backend="local"), CellContext(cwd=str(tmp)))
+    job = build_job("open('MARKER','w').write('x')", {}, RunOptions(backend="local"), CellContext(cwd=str(tmp)))[0]
     return wire.encode_job(job)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mini_magic.errors import ThitherUsageError
-from mini_magic.execution import describe_exit, ends_with_semicolon
+from mini_magic.execution import ends_with_semicolon
+from mini_magic.outcome import describe_exit
 from mini_magic.magics import build_parser, parse_env, parse_out
 
 
