@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Thither": "mini_magic.config",
-    "hither": "mini_magic.hither",
+    "hither": "mini_magic.callbacks",
     **{
         name: "mini_magic.errors"
         for name in (

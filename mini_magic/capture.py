@@ -26,7 +26,7 @@ import cloudpickle
 
 from . import wire, worker_hither
 from .closure import CellAnalysis
-from .hither import Hither, HitherHandle
+from .callbacks import Hither, HitherHandle
 from .errors import CaptureError
 
 # Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).

@@ -24,7 +24,7 @@ from .backends.base import Backend, RunHandle, RunOptions
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
 from .errors import ThitherUsageError, warn
-from .hither import HitherSession
+from .callbacks import HitherSession
 from .outcome import Outcome, assign, interpret
 from .progress import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState

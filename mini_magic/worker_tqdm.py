@@ -29,12 +29,11 @@ def _send(bar: Any, closed: bool) -> None:
     emit = EMIT
     if emit is None:
         return
-    total = bar.total
     emit(
         Progress,
         bar_id=bar._mm_id,
         n=bar.n,
-        total=float(total) if total is not None else None,
+        total=bar.total,
         desc=str(bar.desc or ""),
         unit=str(bar.unit),
         postfix=str(bar.postfix or ""),
