@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Thither": "mini_magic.config",
     "hither": "mini_magic.callbacks",
+    "live_plot": "mini_magic.live",
+    "progress": "mini_magic.live",
     **{
         name: "mini_magic.errors"
         for name in (

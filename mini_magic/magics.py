@@ -22,7 +22,7 @@ from .execution import CellContext, run_cell
 if TYPE_CHECKING:
     from .extension import ExtensionState
 
-_CORE = {"backend", "gpu", "timeout", "out", "env"}
+_CORE = {"backend", "gpu", "timeout", "out", "env", "bg", "name"}
 
 
 def build_parser() -> MagicArgumentParser:
@@ -48,6 +48,10 @@ def build_parser() -> MagicArgumentParser:
                         "everything the cell assigns; also names mutated through method calls, e.g. --out xs.")
     parser.add_argument("--env", metavar="KEY=VALUE", action="append", default=[],
                         help="set an environment variable for this run (repeatable).")
+    parser.add_argument("--bg", action="store_true", help="run in the background: the cell returns at once with a "
+                        "Run handle (state, elapsed, wait(), result(), cancel(), assign()); output goes to the "
+                        "run's own panel. Results are assigned only by run.assign().")
+    parser.add_argument("--name", metavar="NAME", help="with --bg: bind the Run handle to this variable.")
     for name, cls in backend_classes().items():
         group = parser.add_argument_group(f"{name} backend options")
         cls.add_arguments(group)
@@ -90,8 +94,8 @@ class ThitherMagics(Magics):
         # `%%thither?` shows the function's docstring: make it the full option help.
         type(self).thither.__doc__ = self.parser.format_help()
 
-    def options(self, line: str) -> RunOptions:
-        args = self.parser.parse_argstring(line)
+    def options(self, args: Any) -> RunOptions:
+        """Apply precedence (flag > %config > environment > default) to parsed flags."""
         config = self.state.config
         backend = args.backend or config.backend
         if backend not in backend_classes():
@@ -116,18 +120,25 @@ class ThitherMagics(Magics):
         if cell is None:
             return self._line_command(line)
         assert self.shell is not None
-        options = self.options(line)
+        args = self.parser.parse_argstring(line)
+        options = self.options(args)
+        if args.name is not None and (not args.bg or not args.name.isidentifier()):
+            raise ThitherUsageError("--name NAME needs --bg and a valid variable name, e.g. --bg --name job")
         source = self.shell.transform_cell(cell)
-        run_cell(
-            source,
-            self.shell.user_ns,
-            options,
-            backend=self.state.backend(options.backend),
-            registry=self.state.registry,
-            sink=self.state.sink,
-            context=self._context(cell),
-            interrupt_grace=self.state.config.interrupt_grace,
-        )
+        backend = self.state.backend(options.backend)
+        context = self._context(cell)
+        grace = self.state.config.interrupt_grace
+        if args.bg:
+            from .background import start_background
+
+            run = start_background(source, self.shell.user_ns, options, shell=self.shell, backend=backend,
+                                   registry=self.state.registry, context=context, name=args.name, grace=grace)
+            if args.name:
+                self.shell.user_ns[args.name] = run
+                return None
+            return run
+        run_cell(source, self.shell.user_ns, options, backend=backend, registry=self.state.registry,
+                 sink=self.state.sink, context=context, interrupt_grace=grace)
         return None
 
     def _context(self, cell: str) -> CellContext:

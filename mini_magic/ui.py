@@ -49,7 +49,8 @@ def describe(record: RunRecord) -> str:
 
 
 class RunPanel:
-    def __init__(self, record: RunRecord, *, on_cancel: Callable[[], None], background: bool) -> None:
+    def __init__(self, record: RunRecord, *, on_cancel: Callable[[], None], background: bool,
+                 output: Any = None) -> None:
         import ipywidgets as widgets
 
         self.status = widgets.HTML()
@@ -59,7 +60,7 @@ class RunPanel:
         )
         self.cancel_button.on_click(lambda _button: on_cancel())
         self.bars = widgets.VBox()
-        self.output = widgets.Output() if background else None
+        self.output = (output or widgets.Output()) if background else None
         rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.bars]
         if self.output is not None:
             rows.append(self.output)

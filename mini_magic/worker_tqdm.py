@@ -79,8 +79,8 @@ def _trange(*args: Any, **kwargs: Any) -> Any:
 def _patch(module: ModuleType) -> None:
     global _mirror
     if module.__name__ == "tqdm.std":
-        _mirror = _make_mirror(module.tqdm)
-        module.tqdm = _mirror  # std.trange looks the name up at call time
+        _mirror = _make_mirror(getattr(module, "tqdm"))
+        setattr(module, "tqdm", _mirror)  # std.trange looks the name up at call time
         return
     if _mirror is None:
         return

@@ -1,0 +1,178 @@
+"""``%%thither --bg``: a run that returns at once, drains its events on its own thread, and renders only into its
+own panel (output, displays, mirrored bars and its callbacks' prints), never into whichever cell is executing.
+
+Other cells stay usable meanwhile; several background runs can be active at once; a kernel interrupt reaches only
+the main thread's cell, never these runs (their workers are in their own process sessions).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .execution import ActiveRun, CellContext, abandon, drain, end_run, start_run
+from .outcome import Outcome, assign
+from .routing import ROUTE, append_display, append_stream, install
+from .runs import RunRecord, RunState
+from .ui import RunPanel
+
+_TICK = 0.5
+
+
+class PanelSink:
+    """Writes a background run's remote output into its panel's Output widget (thread-safe trait updates)."""
+
+    def __init__(self, output: Any, shell: Any) -> None:
+        self.output = output
+        self.shell = shell
+        self._display_index: dict[str, int] = {}
+
+    def stdout(self, text: str) -> None:
+        append_stream(self.output, "stdout", text)
+
+    def stderr(self, text: str) -> None:
+        append_stream(self.output, "stderr", text)
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
+        if update and display_id in self._display_index:
+            outputs = list(self.output.outputs)
+            outputs[self._display_index[display_id]] = {"output_type": "display_data", "data": data,
+                                                        "metadata": metadata}
+            self.output.outputs = tuple(outputs)
+            return
+        if display_id:
+            self._display_index[display_id] = len(self.output.outputs)
+        append_display(self.output, data, metadata)
+
+    def clear_output(self, wait: bool) -> None:
+        self.output.outputs = ()
+        self._display_index.clear()
+
+    def show_value(self, value: Any) -> None:
+        data, metadata = self.shell.display_formatter.format(value)
+        append_display(self.output, data, metadata)
+
+    def show_bundle(self, data: dict[str, Any]) -> None:
+        append_display(self.output, data)
+
+    def flush(self) -> None:
+        pass
+
+
+class Run:
+    """Handle of a background run: ``state``, ``elapsed``, ``wait()``, ``result()``, ``cancel()``, ``assign()``."""
+
+    def __init__(self, active: ActiveRun, panel: RunPanel, namespace: dict[str, Any], name: str | None,
+                 grace: float) -> None:
+        self._active = active
+        self._panel = panel
+        self._namespace = namespace
+        self.name = name
+        self.run_id = active.run_id
+        self._grace = grace
+        self._outcome: Outcome | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name=f"mini-magic-bg-{self.run_id}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        ROUTE.set(self._panel.output)  # this thread's (and its async callbacks') prints go to the panel
+        last_tick = 0.0
+
+        def tick() -> None:
+            nonlocal last_tick
+            if time.monotonic() - last_tick >= _TICK:
+                last_tick = time.monotonic()
+                self._panel.update(self.record)
+
+        try:
+            terminal, reason = drain(self._active, grace=self._grace, on_tick=tick)
+            self._outcome = end_run(self._active, terminal, reason)
+        except BaseException as exc:  # noqa: BLE001 - the drainer must record every ending
+            abandon(self._active, exc)
+            self._outcome = Outcome(RunState.FAILED, exc)
+        error = self._outcome.error
+        if error is not None:
+            append_stream(self._panel.output, "stderr", _error_text(error))
+        elif self._outcome.trailing:
+            self._active.sink.show_value(self._outcome.trailing[0])
+        self._panel.update(self.record)
+        self._done.set()
+
+    @property
+    def record(self) -> RunRecord:
+        return self._active.record
+
+    @property
+    def state(self) -> str:
+        """queued, running, done, failed or cancelled."""
+        return self.record.state.value
+
+    @property
+    def elapsed(self) -> float | None:
+        return self.record.elapsed
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ended (True) or ``timeout`` seconds passed (False)."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The names the run assigned, as a dict; raises the run's error if it failed."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"background run {self.label} is still {self.state}")
+        assert self._outcome is not None
+        if self._outcome.error is not None:
+            raise self._outcome.error
+        return dict(self._outcome.values)
+
+    def assign(self, namespace: dict[str, Any] | None = None) -> list[str]:
+        """Put the run's results into the notebook namespace (waits for the run); returns the names assigned."""
+        values = self.result()
+        assert self._outcome is not None
+        assign(self._outcome, self._namespace if namespace is None else namespace)
+        return list(values)
+
+    def cancel(self) -> None:
+        """Stop the run (its worker gets SIGINT, then SIGKILL after the grace period)."""
+        self._active.cancel.set()
+
+    @property
+    def label(self) -> str:
+        return repr(self.name) if self.name else self.run_id
+
+    def __repr__(self) -> str:
+        elapsed = self.elapsed
+        took = f", {elapsed:.1f} s" if elapsed is not None else ""
+        return f"<thither background run {self.label}: {self.state}{took}>"
+
+
+def _error_text(error: BaseException) -> str:
+    render = getattr(error, "_render_traceback_", None)
+    if callable(render):
+        return "\n".join(render()) + "\n"
+    return f"{type(error).__name__}: {error}\n"
+
+
+def start_background(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
+                     registry: Any, context: CellContext, name: str | None, grace: float) -> Run:
+    """Submit a background run and display its panel in the current cell (on the main thread)."""
+    import ipywidgets
+
+    install(shell)
+    output = ipywidgets.Output()
+    sink = PanelSink(output, shell)
+    holder: dict[str, Any] = {}
+
+    def attach(widget: Any) -> None:
+        holder["panel"].attach(widget)
+
+    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
+                       attach=attach)
+    panel = RunPanel(active.record, on_cancel=active.cancel.set, background=True, output=output)
+    holder["panel"] = panel
+    panel.show()
+    return Run(active, panel, namespace, name, grace)
