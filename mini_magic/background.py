@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from .execution import ActiveRun, CellContext, abandon, drain, end_run, start_run
+from .execution import ActiveRun, CellContext, abandon, drain, end_run, request_cancel, start_run
 from .outcome import Outcome, assign
 from .routing import ROUTE, append_display, append_stream, install
 from .runs import RunRecord, RunState
@@ -172,7 +172,7 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
 
     active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
                        attach=attach)
-    panel = RunPanel(active.record, on_cancel=active.cancel.set, background=True, output=output)
+    panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True, output=output)
     holder["panel"] = panel
     panel.show()
     return Run(active, panel, namespace, name, grace)

@@ -294,7 +294,7 @@ def run_cell(
         if panel is None and show_panel and time.monotonic() - active.started >= PANEL_DELAY:
             from .ui import RunPanel
 
-            panel = RunPanel(active.record, on_cancel=active.cancel.set, background=False)
+            panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=False)
             panel.show()
         elif panel is not None:
             panel.update(active.record)

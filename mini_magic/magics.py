@@ -6,6 +6,7 @@ backend adds flags (and they show in ``%%thither?``) without this module knowing
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import sys
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,7 @@ class ThitherMagics(Magics):
             raise ThitherUsageError("--name NAME needs --bg and a valid variable name, e.g. --bg --name job")
         source = self.shell.transform_cell(cell)
         backend = self.state.backend(options.backend)
-        context = self._context(cell)
+        context = dataclasses.replace(self._context(cell), hither_interval=backend.hither_interval)
         grace = self.state.config.interrupt_grace
         if args.bg:
             from .background import start_background

@@ -49,19 +49,27 @@ def describe(record: RunRecord) -> str:
 
 
 class RunPanel:
-    def __init__(self, record: RunRecord, *, on_cancel: Callable[[], None], background: bool,
+    def __init__(self, record: RunRecord, *, on_cancel: Callable[[], bool], background: bool,
                  output: Any = None) -> None:
+        """``on_cancel()`` returns whether the request reached a run that was still active."""
         import ipywidgets as widgets
 
         self.status = widgets.HTML()
+        self.hint = widgets.HTML()
         self.cancel_button = widgets.Button(
             description="Cancel", icon="stop", layout=widgets.Layout(width="auto"),
             tooltip="Stop this run" if background else FOREGROUND_HINT,
         )
-        self.cancel_button.on_click(lambda _button: on_cancel())
+        def clicked(_button: Any) -> None:
+            if not on_cancel():
+                # The click arrived only after the run ended: this frontend does not deliver widget messages while a
+                # cell runs, so say what does work.
+                self.hint.value = f"<small>{html.escape(FOREGROUND_HINT)}</small>"
+
+        self.cancel_button.on_click(clicked)
         self.bars = widgets.VBox()
         self.output = (output or widgets.Output()) if background else None
-        rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.bars]
+        rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.hint, self.bars]
         if self.output is not None:
             rows.append(self.output)
         self.widget = widgets.VBox(rows)

@@ -54,6 +54,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # Seconds between batches of hither calls shipped from the worker: short where events are cheap (local), longer
+    # where every batch is a network round trip.
+    hither_interval: ClassVar[float] = 0.05
 
     @classmethod
     def from_config(cls, config: Any) -> Backend:

@@ -317,6 +317,7 @@ class WorkerPool:
 class LocalBackend(Backend):
     name = "local"
     description = "worker processes on this machine; no account needed"
+    hither_interval = 0.02
 
     def __init__(self, *, max_workers: int = 4, prewarm: bool = True) -> None:
         self.pool = WorkerPool(max_workers, prewarm=prewarm)
