@@ -49,3 +49,5 @@ def test_notebook_runs(path: Path, workdir: Path) -> None:
         assert "learned weights [ 1.999 -0.999  0.5  ]" in text  # results of the remote training came back
         assert "{'run': 'demo'" in text  # --env reached the worker, --out brought `summary` back
         assert any("image/png" in o.get("data", {}) for o in outputs), "the remote figure did not come back"
+        assert "100 calls arrived" in text  # every hither call of the remote loop reached the kernel
+        assert "done {" in text and "'answer': 42" in text  # the background run finished with its result
