@@ -26,7 +26,7 @@ from .closure import StarImportError, analyze_cell
 from .errors import ThitherUsageError, warn
 from .callbacks import HitherSession
 from .outcome import Outcome, assign, interpret
-from .progress import ProgressMirror
+from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
 
 PANEL_DELAY = 0.5  # a foreground run shows its panel only once it has run this long

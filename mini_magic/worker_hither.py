@@ -19,6 +19,7 @@ MAX_BATCH = 20_000  # calls per event
 MAX_PENDING = 1_000_000  # calls buffered before a stub call waits for the flusher (backpressure)
 
 _active: CallBuffer | None = None
+_NAMES: dict[str, str] = {}  # ref_id -> the callback's name, for messages
 
 # The kernel side sets this so that a stub coming *back* in a result turns into the live local object again.
 LOCAL_RESOLVER: Callable[[str], Any] | None = None
@@ -40,6 +41,7 @@ class HitherStub:
     def __init__(self, ref_id: str, name: str) -> None:
         self.ref_id = ref_id
         self.name = name
+        _NAMES[ref_id] = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         buffer = _active
@@ -103,7 +105,8 @@ class CallBuffer:
             for call in batch:
                 one, bad = wire.pack_values({"call": call}, skip_failures=True)
                 if bad:
-                    self._emit(wire.Stderr, text=f"hither: a call to {call[0]} was dropped: its arguments cannot "
+                    name = _NAMES.get(call[0], call[0])
+                    self._emit(wire.Stderr, text=f"hither: a call to {name} was dropped: its arguments cannot "
                                f"be sent to the kernel ({bad['call'].cause}).\n")
                 else:
                     good.append(call)

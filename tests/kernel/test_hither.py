@@ -185,8 +185,8 @@ CALLBACK_CELLS = [
              "shout('hello')\n"
              "t2 = track\n"
              "print('REMOTE-DONE')"),
-    ("bulk_state", "print('STATE', json.dumps({'first': got[:1], 'n': len(got), 'in_order': got[1:] == list(range(100000)),"
-                   " 't2_is_track': t2 is track}))\n"
+    ("bulk_state", "print('STATE', json.dumps({'first': got[:1], 'n': len(got),"
+                   " 'in_order': got[1:] == list(range(100000)), 't2_is_track': t2 is track}))\n"
                    "got.clear()"),
     ("dict_local", "cbs = {'t': track}"),
     ("dict_and_lock", "%%thither\n"
