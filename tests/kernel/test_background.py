@@ -92,7 +92,7 @@ def widget_ids(result: CellResult) -> list[str]:
 
 
 def panel_of(result: CellResult, widgets: dict[str, dict]) -> Panel:
-    """The run panel the cell displayed: VBox[HBox[status HTML, Cancel], VBox[bars...], Output]."""
+    """The run panel the cell displayed: a VBox with an HBox[status HTML, Cancel], a VBox of bars and an Output."""
     ids = widget_ids(result)
     assert len(ids) == 1, f"expected one panel in the cell's outputs, got {result.outputs!r}"
     assert ids[0] in widgets, f"panel {ids[0]} has no recorded widget state"
@@ -107,8 +107,10 @@ def panel_of(result: CellResult, widgets: dict[str, dict]) -> Panel:
 
     root = widgets[ids[0]]
     assert root["model_name"] == "VBoxModel", root
-    header, bars, output = (model(ref) for ref in root["state"]["children"])
-    assert output["model_name"] == "OutputModel", output
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for ref in root["state"]["children"]:  # rows are found by kind, not position (hint rows may come and go)
+        rows.setdefault(model(ref)["model_name"], []).append(model(ref))
+    (header,), (bars,), (output,) = rows["HBoxModel"], rows["VBoxModel"], rows["OutputModel"]
     status = next(model(ref)["state"]["value"] for ref in header["state"]["children"]
                   if model(ref)["model_name"] == "HTMLModel")
     bar_text = " ".join(t for ref in bars["state"].get("children", []) for t in texts(ref))
