@@ -48,6 +48,19 @@ def describe(record: RunRecord) -> str:
     return " · ".join(parts)
 
 
+def _handle_where_delivered(widget: Any) -> None:
+    """Let the frontend's messages for ``widget`` be handled on the kernel subshell they arrive on.
+
+    ipykernel ≥ 7.4 sends a comm's incoming messages to the shell that last published on it (so that replies reach
+    the thread waiting for them). For a widget created by the running cell that is the busy main shell, and a click
+    JupyterLab sends over a subshell would wait until the cell ends — too late for Cancel. Forgetting that route
+    (a private attribute; absent in other versions, where this does nothing) restores delivery by subshell.
+    """
+    comm = getattr(widget, "comm", None)
+    if comm is not None:
+        vars(comm).pop("_reply_subshell_id", None)
+
+
 class RunPanel:
     def __init__(self, record: RunRecord, *, on_cancel: Callable[[], bool], background: bool,
                  output: Any = None) -> None:
@@ -67,6 +80,7 @@ class RunPanel:
                 self.hint.value = f"<small>{html.escape(FOREGROUND_HINT)}</small>"
 
         self.cancel_button.on_click(clicked)
+        _handle_where_delivered(self.cancel_button)
         self.bars = widgets.VBox()
         self.output = (output or widgets.Output()) if background else None
         rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.hint, self.bars]
