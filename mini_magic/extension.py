@@ -105,6 +105,9 @@ def unload(shell: Any) -> None:
         shell.configurables.remove(state.config)
     atexit.unregister(state.close)
     state.close()
+    from .routing import uninstall
+
+    uninstall()
 
 
 def state_of(shell: Any) -> ExtensionState | None:
