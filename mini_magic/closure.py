@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -305,7 +306,7 @@ class _Bindings(ast.NodeVisitor):
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
 
-class _Scope(ast.NodeVisitor):
+class _Scope(ast.NodeVisitor, ABC):
     """What both scope walkers share: the results, the comprehension stack and IPython-call handling."""
 
     def __init__(self, ctx: _Context) -> None:
@@ -319,8 +320,9 @@ class _Scope(ast.NodeVisitor):
     def _in_comprehension(self, name: str) -> bool:
         return any(name in names for names in self.comprehensions)
 
+    @abstractmethod
     def _load(self, name: str) -> object:
-        raise NotImplementedError  # each walker resolves names by its own scoping rule
+        """Record a load of ``name``; each walker resolves names by its own scoping rule."""
 
     def visit_Call(self, node: ast.Call) -> None:
         self.generic_visit(node)
