@@ -53,7 +53,7 @@ def api_level(n: int) -> list[tuple[str, list[float]]]:
 
     def thither():
         run_cell("x = a + 1\n", namespace, options, backend=backend, registry=registry, sink=sink,
-                 context=CellContext())
+                 context=CellContext(), show_panel=False)
 
     for _ in range(5):  # spawn and warm the worker
         thither()
