@@ -65,7 +65,7 @@ class ExtensionState:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = backend_classes()[name].from_config(self.config)
+            self._backends[name] = backend_classes()[name].from_config(self.config, self.shell)
         return self._backends[name]
 
     def close(self) -> None:

@@ -58,17 +58,17 @@ class DisplayBridge:
     """Routes display machinery to events; ``before_run``/``after_run`` bracket each job."""
 
     def __init__(self, emit: Emit, sync: Callable[[], None]) -> None:
-        self._emit = emit
+        self.emit = emit
         self._sync = sync
         self.shell: Any = None
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None, display_id: str | None, update: bool):
         self._sync()
-        self._emit(UpdateDisplay if update else Display, data=data, metadata=metadata or {}, display_id=display_id)
+        self.emit(UpdateDisplay if update else Display, data=data, metadata=metadata or {}, display_id=display_id)
 
     def clear_output(self, wait: bool = False) -> None:
         self._sync()
-        self._emit(ClearOutput, wait=wait)
+        self.emit(ClearOutput, wait=wait)
 
     def format(self, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.shell is not None:

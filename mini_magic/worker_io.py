@@ -69,7 +69,7 @@ class OutputCapture:
     """
 
     def __init__(self, sender: EventSender, fallback_fd: int, read_fds: tuple[int, int] | None = None) -> None:
-        self._sender = sender
+        self.sender = sender
         self._fallback_fd = fallback_fd
         self.active = False
         self._busy = False
@@ -110,7 +110,7 @@ class OutputCapture:
             return
         text = decoder.decode(data)
         if text:
-            self._sender.emit(event, text=text)
+            self.sender.emit(event, text=text)
 
     def sync(self, timeout: float = 2.0) -> None:
         """Return once everything written so far has been forwarded (called before Display/Result events so that

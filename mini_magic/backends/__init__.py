@@ -10,7 +10,7 @@ from .base import Backend, RunHandle, RunOptions
 
 __all__ = ["Backend", "RunHandle", "RunOptions", "backend_classes"]
 
-_BUILTIN = {"local": "mini_magic.backends.local:LocalBackend"}
+_BUILTIN = {"local": "mini_magic.backends.local:LocalBackend", "modal": "mini_magic.backends.modal:ModalBackend"}
 
 
 def _load(target: str) -> type[Backend]:

@@ -59,8 +59,9 @@ class Backend(ABC):
     hither_interval: ClassVar[float] = 0.05
 
     @classmethod
-    def from_config(cls, config: Any) -> Backend:
-        """Build the kernel's instance from the ``Thither`` configurable (backends read what they need)."""
+    def from_config(cls, config: Any, shell: Any = None) -> Backend:
+        """Build the kernel's instance from the ``Thither`` configurable (backends read what they need) and the
+        shell (e.g. to find objects the notebook defines, like a ``modal.Image`` named by ``--image``)."""
         return cls()
 
     @classmethod

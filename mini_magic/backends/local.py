@@ -323,7 +323,7 @@ class LocalBackend(Backend):
         self.pool = WorkerPool(max_workers, prewarm=prewarm)
 
     @classmethod
-    def from_config(cls, config: Any) -> LocalBackend:
+    def from_config(cls, config: Any, shell: Any = None) -> LocalBackend:
         return cls(max_workers=config.max_workers, prewarm=config.prewarm)
 
     def profile(self, options: RunOptions) -> WorkerProfile:

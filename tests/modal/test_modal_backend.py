@@ -1,0 +1,79 @@
+"""`%%thither --backend modal` in a real kernel, driving the real modal client and the real container runtime
+against the offline fake control plane. The containers cannot see the notebook's directory: local modules reach
+them only inside the Job."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_modal_cell_runs_like_a_local_one(fake_modal, run_notebook, workdir: Path) -> None:
+    (workdir / "helpers.py").write_text("def scale(x):\n    return 10 * x\n")
+    cells = run_notebook(
+        [
+            "import numpy as np\nfrom mini_magic import hither\ncalls = []\n"
+            "@hither\ndef track(i): calls.append(i)\n"
+            "data = np.arange(5)\ndef double(v): return 2 * v",
+            "%%thither --backend modal --gpu L4 --timeout 600\n"
+            "import os, helpers\nfrom tqdm import tqdm\n"
+            "print('hello from', os.environ['MODAL_TASK_ID'])\n"
+            "for i in tqdm(range(1000)): track(i)\n"
+            "from IPython.display import display, HTML\n"
+            "total = int(double(data).sum()) + helpers.scale(1)\n"
+            "total",
+            "print(total, calls == list(range(1000)))",
+            "%%thither --backend modal\nx = 1\nraise ValueError(f'bad {x}')",
+            "print('x' in globals())",
+        ],
+        env=fake_modal.client_env(),
+        timeout=120,
+    )
+    setup, remote, check, failing, after = cells
+    assert setup.error is None, setup.error
+    assert remote.error is None, remote.error
+    assert "hello from ta-" in remote.stdout
+    assert remote.data("execute_result")[0]["text/plain"] == "30"
+    assert check.stdout == "30 True\n"
+    assert failing.error["ename"] == "ValueError" and failing.error["evalue"] == "bad 1"
+    assert any("line 3" in line for line in failing.error["traceback"])
+    assert after.stdout == "False\n"
+    binds = fake_modal.requests("FunctionBindParams")
+    assert any(b.function_options.resources.gpu_config.gpu_type == "L4" for b in binds)
+    assert any(b.function_options.timeout_secs == 600 for b in binds)
+    assert "QueuePut" in fake_modal.calls and "QueueGet" in fake_modal.calls
+
+
+def test_interrupt_cancels_the_function_call_and_stops_the_container(fake_modal, live_kernel) -> None:
+    kernel = live_kernel(env=fake_modal.client_env())
+    before = len(fake_modal.state.cancellations)
+    msg_id = kernel.submit("%%thither --backend modal\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    kernel.wait_for_stdout(msg_id, "started", timeout=60)
+    kernel.interrupt()
+    result = kernel.collect(msg_id, timeout=30)
+    assert result.error is not None and result.error["ename"] == "KeyboardInterrupt"
+    assert len(fake_modal.state.cancellations) > before
+    assert fake_modal.state.cancellations[-1].terminate_containers
+    stopped = [c for c in fake_modal.containers.values() if c.terminated_by and "FunctionCallCancel" in c.terminated_by]
+    assert stopped, "the container running the interrupted cell was not stopped"
+    assert fake_modal.wait_for(lambda: all(c.returncode is not None for c in stopped), timeout=10)
+    assert kernel.run("%%thither --backend modal\nprint('next cell works')", timeout=60).stdout == "next cell works\n"
+
+
+def test_without_a_token_the_error_says_how_to_set_up(run_notebook, workdir: Path) -> None:
+    empty_config = workdir / "modal.toml"
+    empty_config.write_text("")
+    started = time.monotonic()
+    (cell,) = run_notebook(["%%thither --backend modal\nx = 1"],
+                           env={"MODAL_CONFIG_PATH": str(empty_config), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""})
+    assert cell.error is not None and "modal token new" in cell.error["evalue"]
+    assert time.monotonic() - started < 60  # liveness: no minute of client retries
+
+
+def test_an_unknown_image_name_is_a_clear_error(fake_modal, run_notebook) -> None:
+    (cell,) = run_notebook(["%%thither --backend modal --image missing_image\nx = 1"], env=fake_modal.client_env())
+    assert cell.error is not None and "--image missing_image" in cell.error["evalue"]
