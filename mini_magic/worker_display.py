@@ -9,7 +9,9 @@ image), ``display`` is still a builtin that sends the object's mimebundle from i
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -122,13 +124,15 @@ def _ipython_shell(bridge: DisplayBridge) -> Any:
         def init_io(self) -> None:  # keep the worker's captured sys.stdout/sys.stderr as they are
             pass
 
-    if "MPLBACKEND" not in os.environ:
-        try:
-            import matplotlib_inline  # noqa: F401
-
-            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-        except ImportError:
-            pass
+    # find_spec, not import: importing matplotlib_inline imports matplotlib and its backend module, which would
+    # then miss the shell below and never register the PNG formatter (and costs start-up time).
+    if "MPLBACKEND" not in os.environ and importlib.util.find_spec("matplotlib_inline") is not None:
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     config = Config()
     config.HistoryManager.enabled = False
-    return WorkerInteractiveShell.instance(config=config)
+    shell = WorkerInteractiveShell.instance(config=config)
+    if "matplotlib" in sys.modules and os.environ.get("MPLBACKEND", "").endswith("backend_inline"):
+        # Something (a sitecustomize, a runtime) imported matplotlib before us: switch its backend now that the
+        # shell exists (the inline backend hooks itself into the shell when its module loads).
+        sys.modules["matplotlib"].use(os.environ["MPLBACKEND"])
+    return shell
