@@ -77,3 +77,23 @@ def test_without_a_token_the_error_says_how_to_set_up(run_notebook, workdir: Pat
 def test_an_unknown_image_name_is_a_clear_error(fake_modal, run_notebook) -> None:
     (cell,) = run_notebook(["%%thither --backend modal --image missing_image\nx = 1"], env=fake_modal.client_env())
     assert cell.error is not None and "--image missing_image" in cell.error["evalue"]
+
+
+def test_hither_calls_arrive_in_order_with_few_queue_operations(fake_modal, run_notebook) -> None:
+    mark = fake_modal.mark()
+    started = time.monotonic()
+    cells = run_notebook(
+        [
+            "from mini_magic import hither\ngot = []\n@hither\ndef track(i): got.append(i)",
+            "%%thither --backend modal --out ''\nimport time\nfor i in range(100_000):\n    track(i)\n"
+            "    if i % 5000 == 0: time.sleep(0.1)",
+            "print(got == list(range(100_000)))",
+        ],
+        env=fake_modal.client_env(),
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert cells[2].stdout == "True\n", [c.outputs for c in cells]
+    queue_ops = [c for c in fake_modal.calls_since(mark) if c in ("QueuePut", "QueueGet")]
+    # Batching bounds the queue traffic by time, not by the number of calls: a few operations a second.
+    assert 0 < len(queue_ops) <= 20 * elapsed, (len(queue_ops), elapsed)
