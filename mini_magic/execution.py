@@ -99,8 +99,8 @@ def request_cancel(run_id: str) -> bool:
     return True
 
 
-def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext
-              ) -> tuple[wire.Job, dict[str, Any]]:
+def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext,
+              secret_keys: tuple[str, ...] = ()) -> tuple[wire.Job, dict[str, Any]]:
     """Check and pack everything before anything runs (errors leave the namespace untouched). Also returns the
     hither objects the closure references, by reference id."""
     offset = context.first_line - 1
@@ -138,6 +138,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         linecache=notebook_sources(values.values()),
         display_trailing=analysis.trailing_expression and not ends_with_semicolon(source),
         hither_interval=context.hither_interval if packed.hithers else None,
+        secret_keys=secret_keys,
     )
     return job, packed.hithers
 
@@ -166,7 +167,7 @@ def start_run(
 ) -> ActiveRun:
     """Build, record, enter the run's hither context managers, and submit. Returns at once."""
     backend.prepare(options)
-    job, hither_refs = build_job(source, namespace, options, context)
+    job, hither_refs = build_job(source, namespace, options, context, backend.secret_keys(options, context.cwd))
     record = registry.create(backend=options.backend, profile=options.profile(), cell_id=context.cell_id,
                              msg_id=context.msg_id, label=context.label, run_id=job.header.run_id)
     hithers = HitherSession(hither_refs, report=sink.stderr)

@@ -19,11 +19,12 @@ from .backends.base import RunOptions
 from .config import DEFAULT_TIMEOUT
 from .errors import ThitherUsageError
 from .execution import CellContext, run_cell
+from .local_resources import parse_volume
 
 if TYPE_CHECKING:
     from .extension import ExtensionState
 
-_CORE = {"backend", "gpu", "timeout", "out", "env", "bg", "name"}
+_CORE = {"backend", "gpu", "timeout", "out", "env", "bg", "name", "volume", "secret"}
 
 
 def build_parser() -> MagicArgumentParser:
@@ -49,6 +50,14 @@ def build_parser() -> MagicArgumentParser:
                         "everything the cell assigns; also names mutated through method calls, e.g. --out xs.")
     parser.add_argument("--env", metavar="KEY=VALUE", action="append", default=[],
                         help="set an environment variable for this run (repeatable).")
+    parser.add_argument("--volume", metavar="NAME:/PATH", action="append", default=[],
+                        help="mount persistent volume NAME at /PATH (repeatable). Modal: a modal.Volume, committed at "
+                        "the end of the run; local: a directory per name, linked at /PATH when possible; both: "
+                        "$MINI_MAGIC_VOLUME_<NAME> holds its path.")
+    parser.add_argument("--secret", metavar="NAME", action="append", default=[],
+                        help="attach secret NAME as environment variables (repeatable). Modal: modal.Secret.from_name;"
+                        " local: a .env.NAME file in the notebook's directory, or MINI_MAGIC_SECRET_<NAME>_<KEY> "
+                        "variables. Values are scrubbed from the cell's output (best effort).")
     parser.add_argument("--bg", action="store_true", help="run in the background: the cell returns at once with a "
                         "Run handle (state, elapsed, wait(), result(), cancel(), assign()); output goes to the "
                         "run's own panel. Results are assigned only by run.assign().")
@@ -113,6 +122,8 @@ class ThitherMagics(Magics):
             timeout=timeout,
             out=parse_out(args.out),
             env=parse_env(args.env, dict(config.env)),
+            volumes=tuple(parse_volume(spec) for spec in args.volume),
+            secrets=tuple(dict.fromkeys(args.secret)),
             extra=extra,
         )
 

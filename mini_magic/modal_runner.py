@@ -113,8 +113,8 @@ _container: _Container | None = None
 _container_lock = threading.Lock()
 
 
-def run_job(frames: list[bytes], queue: Any, partition: str) -> bytes:
-    """Run one Job in this container; return the pickled terminal event."""
+def run_job(frames: list[bytes], queue: Any, partition: str, volumes: list[Any] | None = None) -> bytes:
+    """Run one Job in this container; commit its volumes; return the pickled terminal event."""
     global _container
     with _container_lock:
         if _container is None:
@@ -128,6 +128,11 @@ def run_job(frames: list[bytes], queue: Any, partition: str) -> bytes:
         try:
             container.worker.handle([bytes(f) for f in frames])
         finally:
+            for volume in volumes or ():
+                try:
+                    volume.commit()
+                except Exception as exc:  # noqa: BLE001 - reported in the cell, the result still comes back
+                    events.emit(wire.Stderr, text=f"mini_magic: committing a volume failed: {exc}\n")
             sender.close()
         terminal = sender.terminal or wire.Error(
             seq=0, type_module="builtins", type_qualname="RuntimeError",

@@ -208,6 +208,7 @@ class Job:
     linecache: dict[str, str] = field(default_factory=dict)  # filename -> source, for remote tracebacks
     display_trailing: bool = True
     hither_interval: float | None = None  # seconds between hither call batches; None: the cell uses no hither
+    secret_keys: tuple[str, ...] = ()  # env variables holding secrets: their VALUES are scrubbed from output
 
 
 def encode_job(job: Job) -> list[Any]:

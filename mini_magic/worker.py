@@ -75,6 +75,8 @@ class Worker:
             calls = worker_hither.CallBuffer(self.sender.emit, job.hither_interval)
         worker_hither.activate(calls)
         worker_tqdm.EMIT = self.sender.emit
+        # Values short enough to occur by chance would garble unrelated output; secrets are longer.
+        self.sender.secrets = tuple(v for k in job.secret_keys if len(v := os.environ.get(k, "")) >= 6)
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self._run(job, saved, calls)
@@ -85,6 +87,7 @@ class Worker:
             self.sync_output()
             if self.capture is not None:
                 self.capture.active = False
+            self.sender.secrets = ()
             saved.restore()
             evict_local_modules(job.modules, job.cwd, saved.modules)
 
@@ -132,6 +135,12 @@ class Worker:
         names, unsendable = _output_names(job, namespace, initial)
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
         packed, failures = wire.pack_values(values, skip_failures=True)
+        if self._carries_secret(packed):
+            for name in list(values):
+                if self._carries_secret(wire.pack_values({name: values[name]}, skip_failures=True)[0]):
+                    del values[name]
+                    unsendable[name] = "it holds a secret value (--secret); secrets never leave the worker"
+            packed, failures = wire.pack_values(values, skip_failures=True)
         for name, failure in failures.items():
             unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
         deleted = tuple(n for n in dict.fromkeys((*job.deleted, *initial)) if n not in namespace and n in initial)
@@ -157,6 +166,9 @@ class Worker:
             return data
         return {"text/plain": repr(value)}
 
+    def _carries_secret(self, packed: wire.PackedValues) -> bool:
+        return any(secret.encode() in packed.data for secret in self.sender.secrets)
+
     def _send_error(self, exc: BaseException, saved: _ProcessState) -> None:
         tb = exc.__traceback__
         while tb is not None and _is_internal(tb):
@@ -164,6 +176,8 @@ class Worker:
         exc.__traceback__ = tb
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         packed, failures = wire.pack_values({"exception": exc}, skip_failures=True)
+        # An exception object that carries a secret travels only as its (scrubbed) type and message.
+        carries_secret = self._carries_secret(packed)
         dirty = saved.dirty_reason()
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             dirty = dirty or f"the run ended with {type(exc).__name__}"
@@ -173,7 +187,7 @@ class Worker:
             type_qualname=type(exc).__qualname__,
             message=str(exc),
             traceback=text,
-            exception=None if failures else packed,
+            exception=None if failures or carries_secret else packed,
             dirty=dirty,
         )
 

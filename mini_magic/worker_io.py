@@ -38,18 +38,35 @@ def flush_c_stdio() -> None:
 
 
 class EventSender:
-    """Numbers events and hands them to ``send`` (thread-safe; events from several threads keep one order)."""
+    """Numbers events and hands them to ``send`` (thread-safe; events from several threads keep one order).
+
+    Every text that leaves the worker passes here, so this is where exact secret values are scrubbed from output,
+    displays and error messages (best effort: a value split across two reads of a pipe is not recognised).
+    """
 
     def __init__(self, send: Callable[[list[Event]], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._seq = 0
+        self.secrets: tuple[str, ...] = ()
 
     def emit(self, cls: type[Event], **fields: Any) -> None:
+        if self.secrets:
+            fields = {k: _scrub(v, self.secrets) for k, v in fields.items()}
         with self._lock:
             self._seq += 1
             event = cls(seq=self._seq, **fields)
             self._send([event])
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "********")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    return value
 
 
 def _pending_bytes(fd: int) -> int:

@@ -24,11 +24,19 @@ class RunOptions:
     timeout: float = 0.0  # seconds; 0 means no limit
     out: tuple[str, ...] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[tuple[str, str], ...] = ()  # (volume name, mount path)
+    secrets: tuple[str, ...] = ()  # secret names; their values never enter the Job, the run store or a pickle
     extra: dict[str, Any] = field(default_factory=dict)  # the backend's own options, by argparse dest
 
     def profile(self) -> dict[str, Any]:
-        """What the run registry records: resources, never environment values (they may be secrets)."""
-        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env), **self.extra}
+        """What the run registry records: resources and names, never environment or secret values."""
+        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env),
+                "volumes": [list(v) for v in self.volumes], "secrets": list(self.secrets), **self.extra}
+
+
+def volume_variable(name: str) -> str:
+    """``MINI_MAGIC_VOLUME_<NAME>``: where a volume is mounted, on every backend."""
+    return "MINI_MAGIC_VOLUME_" + "".join(c if c.isalnum() else "_" for c in name).upper()
 
 
 class RunHandle(ABC):
@@ -70,6 +78,11 @@ class Backend(ABC):
 
     def prepare(self, options: RunOptions) -> None:
         """Validate options before anything runs (raise ThitherUsageError naming the option); may warn."""
+
+    def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
+        """Environment variables that will hold secret values in the worker (their values get scrubbed from
+        output). Only the keys: values never enter the Job."""
+        return ()
 
     @abstractmethod
     def submit(self, job: Job, options: RunOptions) -> RunHandle:

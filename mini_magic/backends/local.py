@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ThitherUsageError, warn
+from ..local_resources import local_secret, local_volume
 from ..wire import Cancelled, Event, Job, Stderr, Stdout, WorkerExited, encode_job
 from .base import Backend, RunHandle, RunOptions
 from .workers import WorkerProcess, WorkerProfile, WorkerStartError, private_socket_dir
@@ -326,16 +327,28 @@ class LocalBackend(Backend):
     def from_config(cls, config: Any, shell: Any = None) -> LocalBackend:
         return cls(max_workers=config.max_workers, prewarm=config.prewarm)
 
-    def profile(self, options: RunOptions) -> WorkerProfile:
+    def profile(self, options: RunOptions, cwd: str | None = None) -> WorkerProfile:
+        """The worker's whole start-up environment: secrets enter here, in the process environment only."""
         environ = {**os.environ, **gpu_environment(options.gpu), **options.env}
+        for name, path in options.volumes:
+            environ.update(local_volume(name, path, link=False))
+        for name in options.secrets:
+            environ.update(local_secret(name, cwd or os.getcwd()))
         return WorkerProfile.from_env(environ)
 
     def prepare(self, options: RunOptions) -> None:
         if options.gpu:
             gpu_count(options.gpu)
+        for name, path in options.volumes:
+            local_volume(name, path)  # creates and links (or warns) once per cell
+        for name in options.secrets:
+            local_secret(name, os.getcwd())  # a missing secret is an error before anything runs
+
+    def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
+        return tuple(key for name in options.secrets for key in local_secret(name, cwd))
 
     def submit(self, job: Job, options: RunOptions) -> LocalRun:
-        run = LocalRun(self.pool, job, self.profile(options), job.cwd or os.getcwd())
+        run = LocalRun(self.pool, job, self.profile(options, job.cwd), job.cwd or os.getcwd())
         self.pool.submit(run)
         return run
 

@@ -22,7 +22,8 @@ import cloudpickle
 
 from .. import modal_runner, wire
 from ..errors import ThitherUsageError
-from .base import Backend, RunHandle, RunOptions
+from ..local_resources import local_secret
+from .base import Backend, RunHandle, RunOptions, volume_variable
 
 DEFAULT_TIMEOUT = 24 * 3600
 PREFLIGHT_SECONDS = 5.0
@@ -226,16 +227,32 @@ class ModalBackend(Backend):
         modal = _modal()
         session = self._session(modal, options)
         extra = options.extra
+        volumes = {path: modal.Volume.from_name(name, create_if_missing=True) for name, path in options.volumes}
+        env = {**options.env, **{volume_variable(name): path for name, path in options.volumes}}
         bound = session.runner.with_options(
             gpu=options.gpu or None,
             cpu=extra.get("cpu"),
             memory=extra.get("memory"),
             timeout=int(options.timeout) if options.timeout else DEFAULT_TIMEOUT,
-            env=dict(options.env) or None,
+            env=env or None,
+            secrets=[modal.Secret.from_name(name) for name in options.secrets],
+            volumes=volumes,
         )
         run_id = job.header.run_id
-        call = bound.spawn([bytes(f) for f in wire.encode_job(job)], self._queue, run_id)
+        frames = [bytes(f) for f in wire.encode_job(job)]
+        call = bound.spawn(frames, self._queue, run_id, list(volumes.values()))
         return ModalRun(call, self._queue, run_id, run_id)
+
+    def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
+        """Modal never shows secret values or keys to the client: scrub the keys of a local mirror of the secret
+        (``.env.NAME`` or ``MINI_MAGIC_SECRET_<NAME>_*``) when there is one."""
+        keys: list[str] = []
+        for name in options.secrets:
+            try:
+                keys.extend(local_secret(name, cwd))
+            except ThitherUsageError:
+                continue
+        return tuple(keys)
 
     def close(self) -> None:
         with self._lock:

@@ -97,3 +97,20 @@ def test_hither_calls_arrive_in_order_with_few_queue_operations(fake_modal, run_
     queue_ops = [c for c in fake_modal.calls_since(mark) if c in ("QueuePut", "QueueGet")]
     # Batching bounds the queue traffic by time, not by the number of calls: a few operations a second.
     assert 0 < len(queue_ops) <= 20 * elapsed, (len(queue_ops), elapsed)
+
+
+def test_volumes_and_secrets_on_modal(fake_modal, run_notebook, workdir: Path) -> None:
+    secret = "modal-s3cr3t-77"
+    fake_modal.add_secret("api", {"API_TOKEN": secret})
+    (workdir / ".env.api").write_text(f"API_TOKEN={secret}\n")  # a local mirror tells the kernel which keys to scrub
+    (cell,) = run_notebook(
+        ["%%thither --backend modal --volume vol:/mnt/vol --secret api --out ''\nimport os\n"
+         "print('volume at', os.environ['MINI_MAGIC_VOLUME_VOL'])\nprint('token', os.environ['API_TOKEN'])"],
+        env=fake_modal.client_env(),
+        timeout=120,
+    )
+    assert cell.error is None, cell.outputs
+    assert "volume at /mnt/vol" in cell.stdout
+    assert "token ********" in cell.stdout and secret not in cell.stdout
+    assert "VolumeGetOrCreate" in fake_modal.calls and "VolumeCommit" in fake_modal.calls
+    assert "SecretGetOrCreate" in fake_modal.calls
