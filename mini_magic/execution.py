@@ -178,6 +178,8 @@ def start_run(
         hithers.exit(exc)
         registry.finish(record.run_id, RunState.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
+    if handle.remote_id:
+        registry.update(record.run_id, remote_id=handle.remote_id)
     active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers, ProgressMirror(attach))
     _ACTIVE[record.run_id] = active
     return active

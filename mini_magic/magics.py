@@ -136,6 +136,8 @@ class ThitherMagics(Magics):
         options = self.options(args)
         if args.name is not None and (not args.bg or not args.name.isidentifier()):
             raise ThitherUsageError("--name NAME needs --bg and a valid variable name, e.g. --bg --name job")
+        if options.extra.get("detach") and not args.bg:
+            raise ThitherUsageError("--detach needs --bg: a detached run outlives the cell (and the kernel).")
         source = self.shell.transform_cell(cell)
         backend = self.state.backend(options.backend)
         context = dataclasses.replace(self._context(cell), hither_interval=backend.hither_interval)
@@ -182,7 +184,44 @@ class ThitherMagics(Magics):
                 print(f"{record.run_id}  {record.state.value:9}  {record.backend:6}  {elapsed:>9}  "
                       f"{record.label or ''}  {record.error or ''}", file=sys.stdout)
             return
+        if words[:1] == ["attach"] and len(words) == 2:
+            self._attach(words[1])
+            return
         raise ThitherUsageError(
             "use %%thither as a cell magic (see %%thither?); `%thither runs [N] [--all]` lists recent runs "
-            "(this kernel's, or every kernel's with --all)."
+            "(this kernel's, or every kernel's with --all); `%thither attach RUN_ID` waits for a detached run and "
+            "assigns its results."
         )
+
+    def _attach(self, run_id: str) -> None:
+        """The result of a detached run, possibly started by an earlier kernel, assigned into this namespace."""
+        from .outcome import assign, interpret
+
+        registry = self.state.registry
+        record = registry.get(run_id)
+        if record is None or not record.remote_id:
+            raise ThitherUsageError(f"%thither attach {run_id}: no detached run with that id in the run store "
+                                    "(`%thither runs --all` lists them).")
+        backend = self.state.backend(record.backend)
+        attach = getattr(backend, "attach", None)
+        if attach is None:
+            raise ThitherUsageError(f"%thither attach: the {record.backend} backend cannot reattach runs.")
+        print(f"attached to run {run_id} ({record.state.value}); its live output is not replayed, only its "
+              "result comes back.")
+        handle = attach(record.remote_id, run_id)
+        terminal = None
+        while terminal is None:  # a kernel interrupt stops waiting, never the detached run
+            terminal = next((e for e in handle.next_events(0.5) if e.terminal), None)
+        outcome = interpret(terminal, None, RunOptions(backend=record.backend))
+        if record.state.terminal:
+            registry.update(run_id, outputs=list(outcome.values))
+        else:
+            if record.state.value == "queued":
+                registry.start(run_id)
+            registry.finish(run_id, outcome.state, error=outcome.summary, outputs=list(outcome.values))
+        if outcome.error is not None:
+            raise outcome.error
+        assert self.shell is not None
+        assign(outcome, self.shell.user_ns)
+        if outcome.values:
+            print("assigned:", ", ".join(outcome.values))

@@ -37,6 +37,7 @@ class QueueSender:
         self._batches = itertools.count()
         self._stop = threading.Event()
         self.terminal: wire.Event | None = None
+        self._queue_gone = False
         self._thread = threading.Thread(target=self._run, name="mini-magic-queue-sender", daemon=True)
         self._thread.start()
 
@@ -58,8 +59,12 @@ class QueueSender:
         items = encode_items(batch, next(self._batches)) if batch else []
         if final:
             items.append(END_OF_RUN)  # tells the reader that every event of the run is in the queue
-        if items:
-            self._queue.put_many(items, partition=self._partition)
+        if items and not self._queue_gone:
+            try:
+                self._queue.put_many(items, partition=self._partition)
+            except Exception:  # noqa: BLE001 - the kernel that owned the queue is gone (a detached run)
+                # Live events have no reader any more; the result still returns through the function call.
+                self._queue_gone = True
 
     def close(self) -> None:
         self._stop.set()

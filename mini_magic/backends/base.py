@@ -43,6 +43,7 @@ class RunHandle(ABC):
     """One submitted run, as its backend sees it. Thread-safe: ``cancel`` may come from any thread."""
 
     run_id: str
+    remote_id: str | None = None  # the backend's own id of the run (e.g. a Modal FunctionCall id), for reattach
 
     @abstractmethod
     def next_events(self, timeout: float) -> list[Event]:

@@ -337,6 +337,8 @@ class LocalBackend(Backend):
         return WorkerProfile.from_env(environ)
 
     def prepare(self, options: RunOptions) -> None:
+        if options.extra.get("detach"):
+            raise ThitherUsageError("--detach needs --backend modal: local workers end with the kernel.")
         if options.gpu:
             gpu_count(options.gpu)
         for name, path in options.volumes:

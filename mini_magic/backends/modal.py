@@ -43,8 +43,11 @@ def _modal() -> Any:
 class ModalRun(RunHandle):
     """Events from the run's queue partition, then the terminal event from the function call's return value."""
 
-    def __init__(self, call: Any, events_queue: Any, partition: str, run_id: str) -> None:
+    def __init__(self, call: Any, events_queue: Any, partition: str, run_id: str, remote_id: str | None = None
+                 ) -> None:
+        """``events_queue`` None: only the result is awaited (reattaching to a detached run)."""
         self.run_id = run_id
+        self.remote_id = remote_id or call.object_id
         self._call = call
         self._queue = events_queue
         self._partition = partition
@@ -69,6 +72,11 @@ class ModalRun(RunHandle):
 
     def _pump(self) -> None:
         """Until the runner's end-of-run marker (or, if the container died without one, the call's end)."""
+        if self._queue is None:
+            self._result_ready.wait()
+            assert self._terminal is not None
+            self._events.put(self._terminal)
+            return
         decoder = modal_runner.ItemDecoder()
         while True:
             if decoder.ended:
@@ -123,12 +131,13 @@ class ModalRun(RunHandle):
 class _AppSession:
     """One running App with its runner function, for one image."""
 
-    def __init__(self, modal: Any, image: Any, label: str) -> None:
+    def __init__(self, modal: Any, image: Any, label: str, detach: bool) -> None:
         self.app = modal.App(label)
         self.runner = self.app.function(image=image, timeout=DEFAULT_TIMEOUT, name="mini_magic_runner")(
             modal_runner.run_job
         )
-        self._run = self.app.run()
+        # A detached App keeps running when this kernel goes away, so its runs can be reattached.
+        self._run = self.app.run(detach=detach)
         self._run.__enter__()
 
     def close(self) -> None:
@@ -160,6 +169,9 @@ class ModalBackend(Backend):
                            "e.g. --pip torch==2.5.1 (repeatable; Modal).")
         group.add_argument("--image", metavar="NAME", help="a modal.Image defined in the notebook to run in "
                            "(Modal; mini_magic and cloudpickle are added to it).")
+        group.add_argument("--detach", action="store_true", help="with --bg: run in a detached Modal App that survives "
+                           "the kernel; after a restart, `%%thither attach RUN_ID` returns its result (its live "
+                           "output is not replayed). Modal only.")
 
     def prepare(self, options: RunOptions) -> None:
         modal = _modal()
@@ -215,12 +227,15 @@ class ModalBackend(Backend):
 
     def _session(self, modal: Any, options: RunOptions) -> _AppSession:
         key, image = self._image_for(modal, options)
+        detach = bool(options.extra.get("detach"))
+        key = (*key, detach)
         with self._lock:
             if self._queue is None:
                 self._queue_context = modal.Queue.ephemeral()
                 self._queue = self._queue_context.__enter__()
             if key not in self._apps:
-                self._apps[key] = _AppSession(modal, image, f"mini-magic-{os.getpid()}-{len(self._apps)}")
+                label = f"mini-magic-{os.getpid()}-{len(self._apps)}" + ("-detached" if detach else "")
+                self._apps[key] = _AppSession(modal, image, label, detach)
             return self._apps[key]
 
     def submit(self, job: wire.Job, options: RunOptions) -> ModalRun:
@@ -242,6 +257,12 @@ class ModalBackend(Backend):
         frames = [bytes(f) for f in wire.encode_job(job)]
         call = bound.spawn(frames, self._queue, run_id, list(volumes.values()))
         return ModalRun(call, self._queue, run_id, run_id)
+
+    def attach(self, remote_id: str, run_id: str) -> ModalRun:
+        """Follow a detached run started by an earlier kernel: only its result (live events are gone)."""
+        modal = _modal()
+        self._preflight(modal)
+        return ModalRun(modal.FunctionCall.from_id(remote_id), None, run_id, run_id, remote_id)
 
     def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
         """Modal never shows secret values or keys to the client: scrub the keys of a local mirror of the secret

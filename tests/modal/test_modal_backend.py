@@ -114,3 +114,21 @@ def test_volumes_and_secrets_on_modal(fake_modal, run_notebook, workdir: Path) -
     assert "token ********" in cell.stdout and secret not in cell.stdout
     assert "VolumeGetOrCreate" in fake_modal.calls and "VolumeCommit" in fake_modal.calls
     assert "SecretGetOrCreate" in fake_modal.calls
+
+
+def test_a_detached_run_is_reattached_from_a_new_kernel(fake_modal, live_kernel) -> None:
+    first = live_kernel(env=fake_modal.client_env())
+    started = first.run("%%thither --backend modal --bg --detach --name job\nimport time\ntime.sleep(2)\nanswer = 42",
+                        timeout=60)
+    assert started.error is None, started.outputs
+    run_id = first.run("print(job.run_id)").stdout.strip()
+    assert first.run("%%thither --backend modal --detach\nx = 1").error["evalue"].startswith("--detach needs --bg")
+    first.close()  # the kernel goes away while the detached run is still running
+
+    second = live_kernel(env=fake_modal.client_env())
+    attached = second.run(f"%thither attach {run_id}", timeout=90)
+    assert attached.error is None, attached.outputs
+    assert "not replayed" in attached.stdout and "answer" in attached.stdout
+    assert second.run("print(answer)").stdout == "42\n"
+    runs = second.run("%thither runs --all").stdout
+    assert run_id in runs and "done" in runs.split(run_id)[1].splitlines()[0]
