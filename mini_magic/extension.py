@@ -62,6 +62,7 @@ class ExtensionState:
         self.registry = RunRegistry(self.config.run_store or None, kernel_id=kernel_id)
         self.sink = NotebookSink(shell)
         self._backends: dict[str, Backend] = {}
+        self.restore_shutdown: Any = lambda: None
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
@@ -91,8 +92,31 @@ def load(shell: Any) -> None:
     shell.register_magics(ThitherMagics(shell, state))
     shell.configurables.append(state.config)
     atexit.register(state.close)
+    _close_on_kernel_shutdown(shell, state)
     if state.config.prewarm and state.config.backend == "local":
         state.backend("local").prewarm(RunOptions(backend="local", gpu=state.config.gpu, env=dict(state.config.env)))
+
+
+def _close_on_kernel_shutdown(shell: Any, state: ExtensionState) -> None:
+    """Stop backends when the kernel is asked to shut down, while the process still works normally.
+
+    atexit is too late for network clients: by then Python's thread pools refuse new work, so a Modal App could not
+    be stopped. ipykernel has no shutdown hook, so its ``do_shutdown`` is wrapped (on this kernel instance only).
+    """
+    kernel = getattr(shell, "kernel", None)
+    original = getattr(kernel, "do_shutdown", None)
+    if original is None:
+        return
+
+    def do_shutdown(restart: bool) -> Any:
+        try:
+            state.close()
+        except Exception:  # noqa: BLE001 - shutting down must go on
+            log.exception("closing mini_magic at kernel shutdown failed")
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
+    state.restore_shutdown = lambda: vars(kernel).pop("do_shutdown", None)
 
 
 def unload(shell: Any) -> None:
@@ -104,6 +128,7 @@ def unload(shell: Any) -> None:
     if state.config in shell.configurables:
         shell.configurables.remove(state.config)
     atexit.unregister(state.close)
+    state.restore_shutdown()
     state.close()
     from .routing import uninstall
 

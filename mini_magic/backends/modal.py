@@ -128,6 +128,22 @@ class ModalRun(RunHandle):
             pass
 
 
+def bind_resources(modal: Any, function: Any, options: RunOptions) -> tuple[Any, list[Any]]:
+    """The runner with this cell's resources (``Function.with_options``), and the volumes to commit after it."""
+    volumes = {path: modal.Volume.from_name(name, create_if_missing=True) for name, path in options.volumes}
+    env = {**options.env, **{volume_variable(name): path for name, path in options.volumes}}
+    bound = function.with_options(
+        gpu=options.gpu or None,
+        cpu=options.extra.get("cpu"),
+        memory=options.extra.get("memory"),
+        timeout=int(options.timeout) if options.timeout else DEFAULT_TIMEOUT,
+        env=env or None,
+        secrets=[modal.Secret.from_name(name) for name in options.secrets],
+        volumes=volumes,
+    )
+    return bound, list(volumes.values())
+
+
 class _AppSession:
     """One running App with its runner function, for one image."""
 
@@ -241,21 +257,10 @@ class ModalBackend(Backend):
     def submit(self, job: wire.Job, options: RunOptions) -> ModalRun:
         modal = _modal()
         session = self._session(modal, options)
-        extra = options.extra
-        volumes = {path: modal.Volume.from_name(name, create_if_missing=True) for name, path in options.volumes}
-        env = {**options.env, **{volume_variable(name): path for name, path in options.volumes}}
-        bound = session.runner.with_options(
-            gpu=options.gpu or None,
-            cpu=extra.get("cpu"),
-            memory=extra.get("memory"),
-            timeout=int(options.timeout) if options.timeout else DEFAULT_TIMEOUT,
-            env=env or None,
-            secrets=[modal.Secret.from_name(name) for name in options.secrets],
-            volumes=volumes,
-        )
+        bound, volumes = bind_resources(modal, session.runner, options)
         run_id = job.header.run_id
         frames = [bytes(f) for f in wire.encode_job(job)]
-        call = bound.spawn(frames, self._queue, run_id, list(volumes.values()))
+        call = bound.spawn(frames, self._queue, run_id, volumes)
         return ModalRun(call, self._queue, run_id, run_id)
 
     def attach(self, remote_id: str, run_id: str) -> ModalRun:

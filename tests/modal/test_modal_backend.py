@@ -132,3 +132,23 @@ def test_a_detached_run_is_reattached_from_a_new_kernel(fake_modal, live_kernel)
     assert second.run("print(answer)").stdout == "42\n"
     runs = second.run("%thither runs --all").stdout
     assert run_id in runs and "done" in runs.split(run_id)[1].splitlines()[0]
+
+
+def test_an_unreachable_server_is_reported_within_seconds(run_notebook, workdir: Path) -> None:
+    started = time.monotonic()
+    (cell,) = run_notebook(["%%thither --backend modal\nx = 1"], env={
+        "MODAL_SERVER_URL": "http://127.0.0.1:9", "MODAL_TOKEN_ID": "ak-dummy", "MODAL_TOKEN_SECRET": "as-dummy",
+        "MODAL_CONFIG_PATH": str(workdir / "none.toml")})
+    assert cell.error is not None and "did not answer within 5 s" in cell.error["evalue"], cell.error
+    assert time.monotonic() - started < 45  # liveness bound (kernel start included), not the client's ~1 min
+
+
+def test_kernel_shutdown_stops_the_apps_and_their_containers(fake_modal, live_kernel) -> None:
+    kernel = live_kernel(env=fake_modal.client_env())
+    before = set(fake_modal.containers)
+    assert kernel.run("%%thither --backend modal\nprint('ran')", timeout=60).stdout == "ran\n"
+    mine = [c for task, c in fake_modal.containers.items() if task not in before]
+    assert mine
+    kernel.km.shutdown_kernel(now=False)  # a normal shutdown: the extension's atexit closes the apps
+    assert fake_modal.wait_for(lambda: all(c.returncode is not None for c in mine), timeout=30)
+    assert "AppClientDisconnect" in fake_modal.calls or "AppStop" in fake_modal.calls
