@@ -105,7 +105,7 @@ def _close_on_kernel_shutdown(shell: Any, state: ExtensionState) -> None:
     """
     kernel = getattr(shell, "kernel", None)
     original = getattr(kernel, "do_shutdown", None)
-    if original is None:
+    if kernel is None or original is None:
         return
 
     def do_shutdown(restart: bool) -> Any:
