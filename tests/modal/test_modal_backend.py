@@ -55,12 +55,17 @@ def test_interrupt_cancels_the_function_call_and_stops_the_container(fake_modal,
     kernel.wait_for_stdout(msg_id, "started", timeout=60)
     kernel.interrupt()
     result = kernel.collect(msg_id, timeout=30)
-    assert result.error is not None and result.error["ename"] == "KeyboardInterrupt"
-    assert len(fake_modal.state.cancellations) > before
+    assert result.error is not None and result.error["ename"] == "KeyboardInterrupt", result.outputs
+    # The cancel RPC goes out from a background thread: wait for the fake to have seen it and stopped the container.
+    assert fake_modal.wait_for(lambda: len(fake_modal.state.cancellations) > before, timeout=15), fake_modal.calls
     assert fake_modal.state.cancellations[-1].terminate_containers
-    stopped = [c for c in fake_modal.containers.values() if c.terminated_by and "FunctionCallCancel" in c.terminated_by]
-    assert stopped, "the container running the interrupted cell was not stopped"
-    assert fake_modal.wait_for(lambda: all(c.returncode is not None for c in stopped), timeout=10)
+
+    def stopped():
+        return [c for c in fake_modal.containers.values()
+                if c.terminated_by and "FunctionCallCancel" in c.terminated_by and c.returncode is not None]
+
+    assert fake_modal.wait_for(stopped, timeout=15), {k: (c.terminated_by, c.returncode)
+                                                      for k, c in fake_modal.containers.items()}
     assert kernel.run("%%thither --backend modal\nprint('next cell works')", timeout=60).stdout == "next cell works\n"
 
 
