@@ -62,6 +62,9 @@ class ExtensionState:
         self.registry = RunRegistry(self.config.run_store or None, kernel_id=kernel_id)
         self.sink = NotebookSink(shell)
         self._backends: dict[str, Backend] = {}
+        from .status import StatusChannel
+
+        self.status = StatusChannel(self.registry, kernel_id)
         self.restore_shutdown: Any = lambda: None
 
     def backend(self, name: str) -> Backend:
@@ -70,6 +73,7 @@ class ExtensionState:
         return self._backends[name]
 
     def close(self) -> None:
+        self.status.close()
         for backend in self._backends.values():
             try:
                 backend.close()
@@ -90,6 +94,9 @@ def load(shell: Any) -> None:
     state = ExtensionState(shell)
     _STATE[id(shell)] = state
     shell.register_magics(ThitherMagics(shell, state))
+    from .status import register
+
+    register(shell, state.status)
     shell.configurables.append(state.config)
     atexit.register(state.close)
     _close_on_kernel_shutdown(shell, state)
@@ -129,6 +136,9 @@ def unload(shell: Any) -> None:
         shell.configurables.remove(state.config)
     atexit.unregister(state.close)
     state.restore_shutdown()
+    from .status import unregister
+
+    unregister(state.status)
     state.close()
     from .routing import uninstall
 

@@ -48,17 +48,16 @@ def describe(record: RunRecord) -> str:
     return " · ".join(parts)
 
 
-def _handle_where_delivered(widget: Any) -> None:
-    """Let the frontend's messages for ``widget`` be handled on the kernel subshell they arrive on.
+def handle_messages_where_they_arrive(comm: Any) -> None:
+    """Let a comm's incoming messages be handled on the kernel subshell they arrive on.
 
-    ipykernel ≥ 7.4 sends a comm's incoming messages to the shell that last published on it (so that replies reach
-    the thread waiting for them). For a widget created by the running cell that is the busy main shell, and a click
-    JupyterLab sends over a subshell would wait until the cell ends — too late for Cancel. Forgetting that route
-    (a private attribute; absent in other versions, where this does nothing) restores delivery by subshell.
+    ipykernel ≥ 7.4 routes a comm's incoming messages to the shell that last *published* on it, so that replies
+    reach the thread waiting for them. For a comm the running cell publishes on (its panel's Cancel button, the
+    status comm) that is the busy main shell, and a Cancel JupyterLab sends over a subshell would wait until the
+    cell ends — too late. Overriding that (private) routing hook on this one comm restores delivery by subshell;
+    ipykernel versions without the hook never call it, and nothing changes there.
     """
-    comm = getattr(widget, "comm", None)
-    if comm is not None:
-        vars(comm).pop("_reply_subshell_id", None)
+    comm._reply_subshell_for = lambda data, default: default
 
 
 class RunPanel:
@@ -80,7 +79,8 @@ class RunPanel:
                 self.hint.value = f"<small>{html.escape(FOREGROUND_HINT)}</small>"
 
         self.cancel_button.on_click(clicked)
-        _handle_where_delivered(self.cancel_button)
+        if getattr(self.cancel_button, "comm", None) is not None:
+            handle_messages_where_they_arrive(self.cancel_button.comm)
         self.bars = widgets.VBox()
         self.output = (output or widgets.Output()) if background else None
         rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.hint, self.bars]

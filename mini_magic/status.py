@@ -1,0 +1,127 @@
+"""The ``mini_magic`` comm: run status for frontends (the JupyterLab status bar and runs panel) and Cancel.
+
+Protocol (JSON, version 1)::
+
+    frontend -> kernel   comm_open(target "mini_magic")          kernel replies {"type": "snapshot", ...}
+    kernel -> frontend   {"type": "snapshot", "protocol": 1, "kernel_id": ..., "runs": [run, ...]}
+                         {"type": "run", "event": "created" | "started" | "updated" | "finished", "run": run}
+    frontend -> kernel   {"type": "cancel", "run_id": ..., "request_id": ...}
+    kernel -> frontend   {"type": "cancel_ack", "run_id": ..., "request_id": ..., "delivered": bool}
+    frontend -> kernel   {"type": "snapshot_request"}
+
+``run`` is :meth:`RunRecord.to_json` plus ``elapsed``. Events come from the run registry's observers, on whichever
+thread made the transition (the main thread, a background run's drainer), and a Cancel may arrive on a kernel
+subshell thread while a cell runs: every handler is thread-safe, logs with the run id and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from .execution import request_cancel
+from .runs import RunRecord, RunRegistry
+from .ui import handle_messages_where_they_arrive
+
+log = logging.getLogger("mini_magic.status")
+
+TARGET = "mini_magic"
+PROTOCOL = 1
+
+
+def run_json(record: RunRecord) -> dict[str, Any]:
+    return {**record.to_json(), "elapsed": record.elapsed}
+
+
+class StatusChannel:
+    """Every open frontend comm of this kernel, fed by the registry's observer hook."""
+
+    def __init__(self, registry: RunRegistry, kernel_id: str | None) -> None:
+        self.registry = registry
+        self.kernel_id = kernel_id
+        self._comms: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._unsubscribe = registry.subscribe(self._on_run)
+
+    def open(self, comm: Any, message: dict[str, Any]) -> None:
+        """Comm target handler: remember the comm, answer with a snapshot."""
+        try:
+            handle_messages_where_they_arrive(comm)
+            comm.on_msg(lambda msg: self._on_message(comm, msg))
+            comm.on_close(lambda msg: self._forget(comm))
+            with self._lock:
+                self._comms[comm.comm_id] = comm
+            self._send(comm, self.snapshot())
+        except Exception:  # noqa: BLE001 - a comm handler never raises into the kernel
+            log.exception("opening the mini_magic status comm failed")
+
+    def snapshot(self) -> dict[str, Any]:
+        runs = self.registry.recent(50, kernel_id=self.kernel_id)
+        return {"type": "snapshot", "protocol": PROTOCOL, "kernel_id": self.kernel_id,
+                "runs": [run_json(r) for r in runs]}
+
+    def _on_message(self, comm: Any, msg: dict[str, Any]) -> None:
+        data = (msg.get("content") or {}).get("data") or {}
+        try:
+            if data.get("type") == "cancel":
+                run_id = str(data.get("run_id"))
+                delivered = request_cancel(run_id)
+                log.info("cancel of run %s requested by a frontend (delivered=%s)", run_id, delivered)
+                self._send(comm, {"type": "cancel_ack", "run_id": run_id, "request_id": data.get("request_id"),
+                                  "delivered": delivered})
+            elif data.get("type") == "snapshot_request":
+                self._send(comm, self.snapshot())
+        except Exception:  # noqa: BLE001 - never raise into the kernel
+            log.exception("handling a mini_magic comm message failed: %r", data)
+
+    def _on_run(self, event: str, record: RunRecord) -> None:
+        message = {"type": "run", "event": event, "run": run_json(record)}
+        with self._lock:
+            comms = list(self._comms.values())
+        for comm in comms:
+            self._send(comm, message)
+
+    def _send(self, comm: Any, message: dict[str, Any]) -> None:
+        try:
+            comm.send(message)
+        except Exception:  # noqa: BLE001 - a closed frontend must not break a run
+            log.warning("sending to mini_magic comm %s failed; dropping it", getattr(comm, "comm_id", "?"))
+            self._forget(comm)
+
+    def _forget(self, comm: Any) -> None:
+        with self._lock:
+            self._comms.pop(str(getattr(comm, "comm_id", "")), None)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        with self._lock:
+            comms, self._comms = list(self._comms.values()), {}
+        for comm in comms:
+            try:
+                comm.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def register(shell: Any, channel: StatusChannel) -> bool:
+    """Register the comm target with the kernel's comm manager (False outside a kernel)."""
+    try:
+        import comm as comm_package
+
+        manager = comm_package.get_comm_manager()
+    except Exception:  # noqa: BLE001 - plain IPython has no comms
+        return False
+    if manager is None or getattr(shell, "kernel", None) is None:
+        return False
+    manager.register_target(TARGET, channel.open)
+    return True
+
+
+def unregister(channel: StatusChannel) -> None:
+    try:
+        import comm as comm_package
+
+        comm_package.get_comm_manager().unregister_target(TARGET, channel.open)
+    except Exception:  # noqa: BLE001 - nothing was registered (no kernel)
+        pass

@@ -1,0 +1,81 @@
+"""The `mini_magic` comm as a frontend sees it: a snapshot on open, live run events, and Cancel with an
+acknowledgement — also while a cell runs, when the Cancel comes over a kernel subshell (JupyterLab ≥ 4.4)."""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+
+from .conftest import LiveKernel
+from .test_cancel_button import _create_subshell
+
+
+def _comm_messages(kernel: LiveKernel, comm_id: str, until, timeout: float = 30) -> list[dict]:
+    """Collect the comm's messages from iopub until ``until(messages)`` is true."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = kernel.client.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            seen.append(msg["content"]["data"])
+            if until(seen):
+                return seen
+    raise TimeoutError(f"comm messages so far: {seen}")
+
+
+def _open(kernel: LiveKernel) -> str:
+    comm_id = uuid.uuid4().hex
+    kernel.client.shell_channel.send(kernel.client.session.msg(
+        "comm_open", {"comm_id": comm_id, "target_name": "mini_magic", "data": {}}))
+    return comm_id
+
+
+def _send(kernel: LiveKernel, comm_id: str, data: dict, subshell: str | None = None) -> None:
+    msg = kernel.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+    if subshell:
+        msg["header"]["subshell_id"] = subshell
+    kernel.client.shell_channel.send(msg)
+
+
+def test_snapshot_events_and_cancel_over_a_subshell(live_kernel) -> None:
+    kernel = live_kernel()
+    assert kernel.run("%%thither\nearlier = 1").error is None
+    comm_id = _open(kernel)
+    (snapshot,) = _comm_messages(kernel, comm_id, lambda m: any(x["type"] == "snapshot" for x in m))
+    assert snapshot["protocol"] == 1 and snapshot["runs"][0]["state"] == "done"
+
+    msg_id = kernel.submit("%%thither\nvalue = 42")
+    events = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "finished" for x in m))
+    assert [e["event"] for e in events][:2] == ["created", "started"]
+    created, finished = events[0]["run"], events[-1]["run"]
+    assert created["msg_id"] == msg_id and created["state"] == "queued" and created["backend"] == "local"
+    assert finished["state"] == "done" and finished["outputs"] == ["value"] and finished["elapsed"] >= 0
+    kernel.collect(msg_id)
+
+    subshell = _create_subshell(kernel)
+    msg_id = kernel.submit("%%thither\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+    started = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "started" for x in m))
+    run_id = started[-1]["run"]["run_id"]
+    _send(kernel, comm_id, {"type": "cancel", "run_id": run_id, "request_id": "r1"}, subshell)
+    acks = _comm_messages(kernel, comm_id, lambda m: any(x["type"] == "cancel_ack" for x in m), timeout=15)
+    ack = next(x for x in acks if x["type"] == "cancel_ack")
+    assert ack == {"type": "cancel_ack", "run_id": run_id, "request_id": "r1", "delivered": True}
+    result = kernel.collect(msg_id, timeout=30)
+    assert result.error is not None and result.error["ename"] == "RunCancelled"
+
+    _send(kernel, comm_id, {"type": "cancel", "run_id": "no-such-run", "request_id": "r2"})
+    acks = _comm_messages(kernel, comm_id, lambda m: any(x.get("request_id") == "r2" for x in m))
+    assert acks[-1]["delivered"] is False
+
+
+def test_the_comm_target_is_removed_on_unload(live_kernel) -> None:
+    kernel = live_kernel()
+    assert kernel.run("%unload_ext mini_magic").error is None
+    code = "import comm\nprint('mini_magic' in comm.get_comm_manager().targets)"
+    assert kernel.run(code).stdout == "False\n"
+    assert kernel.run("%load_ext mini_magic").error is None
+    assert kernel.run(code).stdout == "True\n"
