@@ -8,6 +8,7 @@ registering it under the ``mini_magic.backends`` entry-point group); nothing els
 from __future__ import annotations
 
 import argparse
+import queue
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -56,6 +57,24 @@ class RunHandle(ABC):
     @abstractmethod
     def kill(self) -> None:
         """Stop the run now, without grace; a terminal event follows."""
+
+
+class QueuedRunHandle(RunHandle):
+    """A handle whose backend threads put events on a local queue, drained by ``next_events``."""
+
+    def __init__(self) -> None:
+        self._events: queue.Queue[Event] = queue.Queue()
+
+    def next_events(self, timeout: float) -> list[Event]:
+        try:
+            events = [self._events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
 
 
 class Backend(ABC):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 from ..errors import ThitherUsageError, warn
 from ..local_resources import local_secret, local_volume
 from ..wire import Cancelled, Event, Job, Stderr, Stdout, WorkerExited, encode_job
-from .base import Backend, RunHandle, RunOptions
+from .base import Backend, QueuedRunHandle, RunOptions
 from .workers import WorkerProcess, WorkerProfile, WorkerStartError, private_socket_dir
 
 log = logging.getLogger("mini_magic.local")
@@ -78,29 +77,18 @@ def gpu_environment(spec: str | None) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": ",".join(index for index, _ in chosen)}
 
 
-class LocalRun(RunHandle):
+class LocalRun(QueuedRunHandle):
     def __init__(self, pool: WorkerPool, job: Job, profile: WorkerProfile, cwd: str) -> None:
+        super().__init__()
         self.run_id = job.header.run_id
         self.frames = encode_job(job)
         self.profile = profile
         self.cwd = cwd
         self._pool = pool
-        self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.Lock()
         self.worker: WorkerProcess | None = None
         self.cancel_requested = False
         self.finished = False
-
-    def next_events(self, timeout: float) -> list[Event]:
-        try:
-            events = [self._events.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
 
     def deliver(self, events: list[Event]) -> None:
         for event in events:

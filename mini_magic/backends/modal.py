@@ -23,7 +23,7 @@ import cloudpickle
 from .. import modal_runner, wire
 from ..errors import ThitherUsageError
 from ..local_resources import local_secret
-from .base import Backend, RunHandle, RunOptions, volume_variable
+from .base import Backend, QueuedRunHandle, RunOptions, volume_variable
 
 DEFAULT_TIMEOUT = 24 * 3600
 PREFLIGHT_SECONDS = 5.0
@@ -40,18 +40,18 @@ def _modal() -> Any:
     return modal
 
 
-class ModalRun(RunHandle):
+class ModalRun(QueuedRunHandle):
     """Events from the run's queue partition, then the terminal event from the function call's return value."""
 
     def __init__(self, call: Any, events_queue: Any, partition: str, run_id: str, remote_id: str | None = None
                  ) -> None:
         """``events_queue`` None: only the result is awaited (reattaching to a detached run)."""
+        super().__init__()
         self.run_id = run_id
         self.remote_id = remote_id or call.object_id
         self._call = call
         self._queue = events_queue
         self._partition = partition
-        self._events: queue.Queue[wire.Event] = queue.Queue()
         self._terminal: wire.Event | None = None
         self._result_ready = threading.Event()
         self.cancel_requested = False
@@ -102,17 +102,6 @@ class ModalRun(RunHandle):
                 assert self._terminal is not None
                 self._events.put(self._terminal)
                 return
-
-    def next_events(self, timeout: float) -> list[wire.Event]:
-        try:
-            events = [self._events.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
 
     def cancel(self) -> None:
         self.cancel_requested = True
