@@ -70,13 +70,14 @@ class Worker:
         saved = _ProcessState.save()
         if self.capture is not None:
             self.capture.active = True
+        # Values short enough to occur by chance would garble unrelated output; secrets are longer.
+        self.sender.secrets = tuple(v for k in job.secret_keys if len(v := os.environ.get(k, "")) >= 6)
         calls = None
         if job.hither_interval is not None:
             calls = worker_hither.CallBuffer(self.sender.emit, job.hither_interval)
+            calls.secrets = self.sender.secrets
         worker_hither.activate(calls)
         worker_tqdm.EMIT = self.sender.emit
-        # Values short enough to occur by chance would garble unrelated output; secrets are longer.
-        self.sender.secrets = tuple(v for k in job.secret_keys if len(v := os.environ.get(k, "")) >= 6)
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             self._run(job, saved, calls)

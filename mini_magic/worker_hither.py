@@ -63,6 +63,7 @@ class CallBuffer:
         self._interval = interval
         self._before_emit = before_emit
         self._calls: list[tuple[str, tuple, dict]] = []
+        self.secrets: tuple[str, ...] = ()  # values that must not travel in a call's arguments
         self._mutex = threading.Lock()  # guards _calls: a stub's append against the flusher's swap
         self._lock = threading.Lock()  # serialises flushes so batches keep their order
         self._wake = threading.Event()
@@ -98,16 +99,23 @@ class CallBuffer:
             for start in range(0, len(pending), MAX_BATCH):
                 self._ship(pending[start : start + MAX_BATCH])
 
+    def _carries_secret(self, packed: wire.PackedValues) -> bool:
+        return any(secret.encode() in packed.data for secret in self.secrets)
+
     def _ship(self, batch: list[tuple[str, tuple, dict]]) -> None:
         packed, failures = wire.pack_values({"calls": batch}, skip_failures=True)
-        if failures:  # some call's arguments cannot be pickled: ship the others, name the broken ones
+        if failures or self._carries_secret(packed):
+            # Some calls cannot (or must not) travel: ship the others, name the dropped ones.
             good = []
             for call in batch:
                 one, bad = wire.pack_values({"call": call}, skip_failures=True)
+                name = _NAMES.get(call[0], call[0])
                 if bad:
-                    name = _NAMES.get(call[0], call[0])
                     self._emit(wire.Stderr, text=f"hither: a call to {name} was dropped: its arguments cannot "
                                f"be sent to the kernel ({bad['call'].cause}).\n")
+                elif self._carries_secret(one):
+                    self._emit(wire.Stderr, text=f"hither: a call to {name} was dropped: its arguments hold a "
+                               "secret value (--secret); secrets never leave the worker.\n")
                 else:
                     good.append(call)
             if not good:

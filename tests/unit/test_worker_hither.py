@@ -77,3 +77,17 @@ def test_a_call_that_cannot_be_pickled_is_dropped_and_named() -> None:
 def test_stubs_outside_a_run_record_nothing() -> None:
     worker_hither.activate(None)
     assert HitherStub("h-3", "idle")(1) is None
+
+
+def test_a_call_carrying_a_secret_value_is_dropped() -> None:
+    recorder = Recorder()
+    buffer = CallBuffer(recorder.emit, interval=10)
+    buffer.secrets = ("hunter2-very-secret",)
+    HitherStub("h-4", "log")
+    buffer.append("h-4", ("fine",), {})
+    buffer.append("h-4", ("token=hunter2-very-secret",), {})
+    buffer.close()
+    assert [args[0] for _, args, _ in recorder.calls()] == ["fine"]
+    messages = [fields["text"] for cls, fields in recorder.events if cls is wire.Stderr]
+    assert len(messages) == 1 and "log" in messages[0] and "secret" in messages[0]
+    assert not any("hunter2" in m for m in messages)
