@@ -58,24 +58,39 @@ def kernel_env(workdir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def execute_notebook(workdir: Path, cells: list[str], *, allow_errors: bool = True, timeout: int = 60,
+                     env: dict | None = None, load: bool = True) -> tuple[list[CellResult], dict[str, Any]]:
+    """Run ``%load_ext mini_magic`` (unless ``load`` is False) then ``cells`` in a fresh kernel via nbclient.
+
+    Returns one CellResult per given cell, and the final widget state nbclient recorded
+    (model_id -> {"model_name", "state", ["buffers"]}).
+    """
+    sources = (["%load_ext mini_magic"] if load else []) + list(cells)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
+    try:
+        NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors).execute()
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    results = [CellResult(list(c.outputs)) for c in nb.cells]
+    if load:
+        assert results[0].error is None, results[0].outputs
+        results = results[1:]
+    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return results, widgets
+
+
 @pytest.fixture
 def run_notebook(workdir: Path):
     """run_notebook(cells, allow_errors=True, timeout=60, env=None) -> list[CellResult], one per cell."""
 
-    def run(cells: list[str], *, allow_errors: bool = True, timeout: int = 60, env: dict | None = None,
-            load: bool = True) -> list[CellResult]:
-        sources = (["%load_ext mini_magic"] if load else []) + list(cells)
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
-        km = KernelManager(kernel_name="python3")
-        km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
-        try:
-            client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors)
-            client.execute()
-        finally:
-            if km.has_kernel:
-                km.shutdown_kernel(now=True)
-        results = [CellResult(list(c.outputs)) for c in nb.cells]
-        return results[1:] if load else results
+    def run(cells: list[str], **kwargs: Any) -> list[CellResult]:
+        return execute_notebook(workdir, cells, **kwargs)[0]
 
     return run
 

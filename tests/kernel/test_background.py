@@ -19,12 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 
-from .conftest import CellResult, kernel_env
+from .conftest import CellResult, execute_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -55,21 +52,8 @@ def json_line(result: CellResult) -> dict[str, Any]:
 
 
 def execute(workdir: Path, cells: list[str], timeout: int = 60) -> tuple[list[CellResult], dict[str, dict]]:
-    """Run ``%load_ext mini_magic`` + ``cells`` in a fresh kernel; return the cells' outputs and the final widget
-    state (model_id -> {"model_name", "state"})."""
-    nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(c) for c in ["%load_ext mini_magic", *cells]])
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(workdir), env=kernel_env(workdir))
-    try:
-        NotebookClient(nb, km=km, timeout=timeout, allow_errors=True).execute()
-    finally:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    results = [CellResult(list(c.outputs)) for c in nb.cells]
-    assert results[0].error is None, results[0].outputs
-    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return results[1:], widgets
+    """The cells' outputs and the final widget state (model_id -> {"model_name", "state"})."""
+    return execute_notebook(workdir, cells, timeout=timeout)
 
 
 @dataclass

@@ -13,12 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 
-from .conftest import CellResult, kernel_env
+from .conftest import CellResult
+from .conftest import execute_notebook as base_execute
 
 pytestmark = pytest.mark.slow
 
@@ -38,20 +36,8 @@ def execute_notebook(workdir: Path, cells: list[tuple[str, str]], *, timeout: in
     Returns {name: CellResult} and the final widget state (model_id -> {"model_name", "state", ["buffers"]}).
     """
     (workdir / "home").mkdir(exist_ok=True)
-    sources = ["%load_ext mini_magic", *(source for _, source in cells)]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(workdir), env=kernel_env(workdir))
-    try:
-        NotebookClient(nb, km=km, timeout=timeout, allow_errors=True).execute()
-    finally:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    load = CellResult(list(nb.cells[0].outputs))
-    assert load.error is None, load.error
-    results = {name: CellResult(list(cell.outputs)) for (name, _), cell in zip(cells, nb.cells[1:])}
-    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    return results, widgets
+    results, widgets = base_execute(workdir, [source for _, source in cells], timeout=timeout)
+    return dict(zip((name for name, _ in cells), results)), widgets
 
 
 def ok(cell: CellResult) -> CellResult:

@@ -13,7 +13,6 @@ import modal
 from pathlib import Path
 
 import pytest
-from modal_proto import api_pb2
 
 pytestmark = pytest.mark.timeout(120)
 

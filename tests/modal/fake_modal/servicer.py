@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import grpclib.server
-from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 from grpclib import GRPCError, Status
 from grpclib.events import RecvRequest, listen
@@ -1205,7 +1204,7 @@ class FakeServicer(api_grpc.ModalClientBase):
         await self._reply(stream, resp)
 
     async def FunctionGetInputs(self, stream):
-        req = await self._recv(stream, "FunctionGetInputs")
+        await self._recv(stream, "FunctionGetInputs")
         st = self.state
         rec = self._container()
         deadline = time.monotonic() + st.get_inputs_hold_s
