@@ -144,6 +144,3 @@ def unload(shell: Any) -> None:
 
     uninstall()
 
-
-def state_of(shell: Any) -> ExtensionState | None:
-    return _STATE.get(id(shell))

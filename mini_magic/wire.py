@@ -151,7 +151,7 @@ class JobHeader:
     kind: str = "cell"
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"type": "job", **dataclasses.asdict(self)}).encode()
+        return control("job", **dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobHeader:
@@ -228,8 +228,9 @@ def read_control(frame: Any) -> dict[str, Any]:
     return json.loads(bytes(frame))
 
 
-def control(kind: str, **fields: Any) -> bytes:
-    return json.dumps({"type": kind, **fields}).encode()
+def control(message_type: str, **fields: Any) -> bytes:
+    """The JSON first frame of a kernel -> worker message (``type``: job or shutdown)."""
+    return json.dumps({"type": message_type, **fields}).encode()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import faulthandler
+import importlib
 import inspect
 import json
 import linecache
@@ -129,7 +130,7 @@ class Worker:
 
         values = job.closure.unpack(on_error=failed)
         for name, value in values.items():
-            namespace[name] = _import_module(value.name) if isinstance(value, wire.ModuleRef) else value
+            namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
         return namespace
 
     def _send_result(self, job, namespace, initial, has_value, value, saved) -> None:
@@ -195,11 +196,6 @@ class Worker:
 
 _SHELL = WorkerShell()
 
-
-def _import_module(name: str) -> ModuleType:
-    import importlib
-
-    return importlib.import_module(name)
 
 
 def _is_internal(tb: TracebackType) -> bool:
