@@ -7,6 +7,7 @@ the main thread's cell, never these runs (their workers are in their own process
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -170,8 +171,8 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
     def attach(widget: Any) -> None:
         holder["panel"].attach(widget)
 
-    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
-                       attach=attach)
+    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink,
+                       context=dataclasses.replace(context, background=True), attach=attach)
     panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True, output=output)
     holder["panel"] = panel
     panel.show()

@@ -55,6 +55,7 @@ class CellContext:
     first_line: int = 2  # the body of a %%thither cell starts on the cell's second line
     label: str | None = None
     hither_interval: float = 0.02  # the backend's batching interval for hither calls
+    background: bool = False  # a --bg run: never the kernel's foreground cell, so never stopped by an interrupt
 
 
 @dataclass
@@ -79,6 +80,14 @@ class ActiveRun:
     progress: ProgressMirror
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    progress_recorded: float = 0.0  # monotonic time the registry last got this run's progress
+
+    def record_progress(self, event: wire.Progress, every: float = 1.0) -> None:
+        """Keep the registry's progress summary (what the lab extension shows) at most once a second."""
+        now = time.monotonic()
+        if now - self.progress_recorded >= every or event.closed:
+            self.progress_recorded = now
+            self.registry.update(self.run_id, progress={"n": event.n, "total": event.total, "desc": event.desc})
 
     @property
     def record(self) -> RunRecord:
@@ -169,7 +178,8 @@ def start_run(
     backend.prepare(options)
     job, hither_refs = build_job(source, namespace, options, context, backend.secret_keys(options, context.cwd))
     record = registry.create(backend=options.backend, profile=options.profile(), cell_id=context.cell_id,
-                             msg_id=context.msg_id, label=context.label, run_id=job.header.run_id)
+                             msg_id=context.msg_id, label=context.label, run_id=job.header.run_id,
+                             background=context.background, execution_count=context.execution_count)
     hithers = HitherSession(hither_refs, report=sink.stderr)
     try:
         hithers.enter()
@@ -244,6 +254,7 @@ def dispatch(event: wire.Event, active: ActiveRun) -> None:
         active.hithers.dispatch(calls.get("calls", ()))
     elif isinstance(event, wire.Progress):
         active.progress.update(event)
+        active.record_progress(event)
     elif isinstance(event, wire.Started):
         active.registry.start(active.run_id, worker_pid=event.pid)
 

@@ -36,7 +36,7 @@ Observer = Callable[[str, "RunRecord"], None]
 
 _BUSY_TIMEOUT = 30.0  # seconds sqlite waits on another kernel's lock before a write attempt fails
 _ERROR_MAX = 500
-_UPDATABLE = frozenset({"label", "remote_id", "worker_pid", "cell_id", "msg_id", "profile", "outputs"})
+_UPDATABLE = frozenset({"label", "remote_id", "worker_pid", "cell_id", "msg_id", "profile", "outputs", "progress"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, kernel_id TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
@@ -100,6 +100,9 @@ class RunRecord:
     outputs: list[str] = field(default_factory=list)
     remote_id: str | None = None
     worker_pid: int | None = None
+    background: bool = False
+    execution_count: int | None = None
+    progress: dict | None = None  # the newest remote tqdm bar: {"n", "total", "desc"}
 
     @property
     def elapsed(self) -> float | None:
@@ -115,6 +118,7 @@ class RunRecord:
         d["state"] = self.state.value
         d["profile"] = copy.deepcopy(self.profile)
         d["outputs"] = list(self.outputs)
+        d["progress"] = copy.deepcopy(self.progress)
         return d
 
     @classmethod
@@ -130,7 +134,8 @@ class RunRecord:
 
 def _clone(rec: RunRecord) -> RunRecord:
     # Observers and callers get their own copy so they can never mutate the registry's state.
-    return dataclasses.replace(rec, profile=copy.deepcopy(rec.profile), outputs=list(rec.outputs))
+    return dataclasses.replace(rec, profile=copy.deepcopy(rec.profile), outputs=list(rec.outputs),
+                               progress=copy.deepcopy(rec.progress))
 
 
 def _json_profile(profile: Any) -> dict:
@@ -203,7 +208,8 @@ class RunRegistry:
 
     def create(
         self, *, backend: str, profile: dict, cell_id: str | None = None, msg_id: str | None = None,
-        label: str | None = None, run_id: str | None = None,
+        label: str | None = None, run_id: str | None = None, background: bool = False,
+        execution_count: int | None = None,
     ) -> RunRecord:  # fmt: skip
         """Register a new run in state ``QUEUED`` and notify ``"created"``.
 
@@ -222,7 +228,8 @@ class RunRegistry:
             self._last_created = max(time.time(), self._last_created + 1e-6)
             rec = RunRecord(
                 run_id=rid, backend=backend, profile=profile, cell_id=cell_id, msg_id=msg_id,
-                kernel_id=self.kernel_id, label=label, created_at=self._last_created,
+                kernel_id=self.kernel_id, label=label, created_at=self._last_created, background=background,
+                execution_count=execution_count,
             )
             self._records[rid] = rec
             snap, observers = self._changed(rec)

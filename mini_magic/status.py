@@ -47,14 +47,31 @@ class StatusChannel:
     def open(self, comm: Any, message: dict[str, Any]) -> None:
         """Comm target handler: remember the comm, answer with a snapshot."""
         try:
-            handle_messages_where_they_arrive(comm)
-            comm.on_msg(lambda msg: self._on_message(comm, msg))
-            comm.on_close(lambda msg: self._forget(comm))
-            with self._lock:
-                self._comms[comm.comm_id] = comm
+            self._keep(comm)
             self._send(comm, self.snapshot())
         except Exception:  # noqa: BLE001 - a comm handler never raises into the kernel
             log.exception("opening the mini_magic status comm failed")
+
+    def announce(self) -> None:
+        """Open a comm from the kernel side, carrying a snapshot, for frontends that are already connected.
+
+        A frontend opens its own comm when it meets a kernel, but if mini_magic was not loaded then, the kernel
+        closed it; this is how the frontend learns that ``%load_ext mini_magic`` has happened since. Frontends
+        without the extension ignore the comm (JupyterLab closes it at once).
+        """
+        try:
+            import comm as comm_package
+
+            self._keep(comm_package.create_comm(target_name=TARGET, data=self.snapshot()))
+        except Exception:  # noqa: BLE001 - no frontend, no comm: nothing is lost
+            log.debug("announcing the mini_magic status comm failed", exc_info=True)
+
+    def _keep(self, comm: Any) -> None:
+        handle_messages_where_they_arrive(comm)
+        comm.on_msg(lambda msg: self._on_message(comm, msg))
+        comm.on_close(lambda msg: self._forget(comm))
+        with self._lock:
+            self._comms[comm.comm_id] = comm
 
     def snapshot(self) -> dict[str, Any]:
         runs = self.registry.recent(50, kernel_id=self.kernel_id)
@@ -115,6 +132,7 @@ def register(shell: Any, channel: StatusChannel) -> bool:
     if manager is None or getattr(shell, "kernel", None) is None:
         return False
     manager.register_target(TARGET, channel.open)
+    channel.announce()
     return True
 
 

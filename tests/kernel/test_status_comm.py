@@ -79,3 +79,49 @@ def test_the_comm_target_is_removed_on_unload(live_kernel) -> None:
     assert kernel.run(code).stdout == "False\n"
     assert kernel.run("%load_ext mini_magic").error is None
     assert kernel.run(code).stdout == "True\n"
+
+
+def _iopub_until(kernel: LiveKernel, found, timeout: float = 30) -> dict:
+    """The first iopub message for which ``found(msg)`` is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = kernel.client.get_iopub_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if found(msg):
+            return msg
+    raise TimeoutError("no such iopub message")
+
+
+def test_load_ext_opens_the_comm_itself_for_frontends_already_connected(live_kernel) -> None:
+    kernel = live_kernel(load=False)
+    kernel.submit("%load_ext mini_magic")
+    opened = _iopub_until(kernel, lambda m: m["msg_type"] == "comm_open"
+                          and m["content"]["target_name"] == "mini_magic")
+    comm_id = opened["content"]["comm_id"]
+    assert opened["content"]["data"]["type"] == "snapshot" and opened["content"]["data"]["runs"] == []
+
+    msg_id = kernel.submit("%%thither\nimport time\nfrom tqdm.auto import tqdm\n"
+                           "for _ in tqdm(range(3), desc='steps'):\n    time.sleep(0.6)")
+    events = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "finished" for x in m))
+    finished = events[-1]["run"]
+    assert finished["execution_count"] == 2 and finished["background"] is False
+    assert finished["progress"] == {"n": 3, "total": 3, "desc": "steps"}, finished
+    assert any(e["event"] == "updated" and e["run"]["progress"] for e in events)
+    kernel.collect(msg_id)
+
+    # The frontend's Cancel works on the comm the kernel opened, like on one the frontend opened.
+    _send(kernel, comm_id, {"type": "cancel", "run_id": "nothing", "request_id": "r1"})
+    acks = _comm_messages(kernel, comm_id, lambda m: any(x.get("request_id") == "r1" for x in m))
+    assert acks[-1]["delivered"] is False
+
+
+def test_background_runs_are_marked_so_frontends_never_interrupt_for_them(live_kernel) -> None:
+    kernel = live_kernel()
+    comm_id = _open(kernel)
+    _comm_messages(kernel, comm_id, lambda m: any(x["type"] == "snapshot" for x in m))
+    msg_id = kernel.submit("%%thither --bg --name job\nx = 1")
+    events = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "finished" for x in m))
+    assert events[0]["run"]["background"] is True and events[0]["run"]["msg_id"] == msg_id
+    assert events[-1]["run"]["state"] == "done"
