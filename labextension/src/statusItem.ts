@@ -11,6 +11,7 @@ export class RunStatusItem extends Widget {
     super();
     this._current = current;
     this.addClass('mm-StatusItem');
+    this.addClass('jp-StatusBar-TextItem');
     this.node.title = 'mini_magic runs: click to open the runs panel';
     this.node.setAttribute('role', 'button');
     this.node.addEventListener('click', onClick);
