@@ -75,24 +75,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     notebooks.widgetAdded.connect((_, panel) => follow(panel));
     notebooks.currentChanged.connect(showCurrent);
 
+    /** Scroll to the run's cell in a notebook on the active notebook's kernel (the runs panel shows that one). */
     const locate = (run: IRun): boolean => {
-      const kernel = current.runs && kernelOf(notebooks.currentWidget);
-      const candidates: NotebookPanel[] = [];
+      const kernel = kernelOf(notebooks.currentWidget);
+      let found: { panel: NotebookPanel; index: number } | null = null;
       notebooks.forEach(panel => {
-        if (kernelOf(panel) === kernel || panel === notebooks.currentWidget) {
-          candidates.push(panel);
+        const index = panel.content.widgets.findIndex(cell => cell.model.id === run.cell_id);
+        if (found === null && run.cell_id !== null && kernelOf(panel) === kernel && index >= 0) {
+          found = { panel, index };
         }
       });
-      for (const panel of candidates) {
-        const index = panel.content.widgets.findIndex(cell => cell.model.id === run.cell_id);
-        if (run.cell_id !== null && index >= 0) {
-          app.shell.activateById(panel.id);
-          panel.content.activeCellIndex = index;
-          void panel.content.scrollToCell(panel.content.widgets[index], 'center');
-          return true;
-        }
+      if (found === null) {
+        return false;
       }
-      return false;
+      const { panel, index } = found as { panel: NotebookPanel; index: number };
+      app.shell.activateById(panel.id);
+      panel.content.activeCellIndex = index;
+      void panel.content.scrollToCell(panel.content.widgets[index], 'center');
+      return true;
     };
 
     const panel = new RunsPanel(current, {

@@ -163,3 +163,29 @@ def test_runs_survive_a_reload_lead_to_their_cell_and_clear_on_restart(lab_serve
     expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("mini_magic is not loaded")
     expect(panel(page).locator(".mm-Run")).to_have_count(0)
     assert our_console_errors(page_log) == []
+
+
+def test_the_status_bar_follows_the_active_notebook(lab_server, page, page_log):
+    from tests.ui.lab import write_notebook
+
+    write_notebook(lab_server.root_dir / "plain.ipynb", ["1 + 1"])  # a kernel without mini_magic
+    open_notebook(page, lab_server, "busy.ipynb", [
+        "%load_ext mini_magic",
+        "%%thither --bg --name job\nimport time\ntime.sleep(60)",
+    ])
+    run_cell(page, 0)
+    run_cell(page, 1)
+    expect(status_item(page)).to_have_text(re.compile(r"⚡ 1 running · local"))
+
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'})")
+    wait_for_kernel_idle(page)
+    expect(status_item(page)).to_be_hidden()
+    open_panel_from_sidebar(page)
+    expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("plain.ipynb: mini_magic is not loaded")
+
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', {path: 'busy.ipynb'})")
+    expect(status_item(page)).to_have_text(re.compile(r"⚡ 1 running · local"))
+    expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("busy.ipynb: 1 active")
+    run_row(page, "import time").locator(".mm-Run-cancel").click()
+    expect(run_row(page, "import time")).to_have_attribute("data-state", "cancelled", timeout=15_000)
+    assert our_console_errors(page_log) == []
