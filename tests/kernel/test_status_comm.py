@@ -11,15 +11,20 @@ from .conftest import LiveKernel
 from .test_cancel_button import _create_subshell
 
 
-def _comm_messages(kernel: LiveKernel, comm_id: str, until, timeout: float = 30) -> list[dict]:
-    """Collect the comm's messages from iopub until ``until(messages)`` is true."""
-    seen: list[dict] = []
+def _iopub(kernel: LiveKernel, timeout: float):
+    """Every iopub message, whatever cell it belongs to, until ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            msg = kernel.client.get_iopub_msg(timeout=0.2)
+            yield kernel.client.get_iopub_msg(timeout=0.2)
         except queue.Empty:
             continue
+
+
+def _comm_messages(kernel: LiveKernel, comm_id: str, until, timeout: float = 30) -> list[dict]:
+    """Collect the comm's messages from iopub until ``until(messages)`` is true."""
+    seen: list[dict] = []
+    for msg in _iopub(kernel, timeout):
         if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
             seen.append(msg["content"]["data"])
             if until(seen):
@@ -81,24 +86,12 @@ def test_the_comm_target_is_removed_on_unload(live_kernel) -> None:
     assert kernel.run(code).stdout == "True\n"
 
 
-def _iopub_until(kernel: LiveKernel, found, timeout: float = 30) -> dict:
-    """The first iopub message for which ``found(msg)`` is true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = kernel.client.get_iopub_msg(timeout=0.2)
-        except queue.Empty:
-            continue
-        if found(msg):
-            return msg
-    raise TimeoutError("no such iopub message")
-
-
 def test_load_ext_opens_the_comm_itself_for_frontends_already_connected(live_kernel) -> None:
     kernel = live_kernel(load=False)
     kernel.submit("%load_ext mini_magic")
-    opened = _iopub_until(kernel, lambda m: m["msg_type"] == "comm_open"
-                          and m["content"]["target_name"] == "mini_magic")
+    opened = next((m for m in _iopub(kernel, 30)
+                   if m["msg_type"] == "comm_open" and m["content"]["target_name"] == "mini_magic"), None)
+    assert opened is not None, "%load_ext opened no mini_magic comm"
     comm_id = opened["content"]["comm_id"]
     assert opened["content"]["data"]["type"] == "snapshot" and opened["content"]["data"]["runs"] == []
 
