@@ -64,71 +64,54 @@ export class RunsPanel extends Widget {
   }
 
   private _render(): void {
-    const runs = this._current.runs;
-    const model = runs?.model ?? null;
+    const model = this._current.runs?.model ?? null;
     if (model === null || !model.connected) {
       this._header.textContent =
         model === null
           ? 'No notebook kernel.'
           : `${this._current.label}: mini_magic is not loaded in this kernel (run %load_ext mini_magic).`;
+      this._rows.clear();
       this._list.replaceChildren();
       return;
     }
     const all = model.runs;
     const active = all.filter(r => isActive(r.state)).length;
     this._header.textContent = `${this._current.label}: ${active} active, ${all.length} recent`;
-    this._list.replaceChildren(...all.map(run => this._row(run)));
-  }
-
-  private _row(run: IRun): HTMLElement {
-    const model = this._current.runs!.model;
-    const row = document.createElement('li');
-    row.className = `mm-Run mm-state-${run.state}`;
-    row.dataset.runId = run.run_id;
-    row.dataset.state = run.state;
-    row.title = run.cell_id ? 'Click to scroll to the cell' : 'This run has no recorded cell';
-    const cancelling = model.isCancelling(run.run_id);
-
-    const top = append(row, 'div', 'mm-Run-top');
-    const count = run.execution_count !== null ? `[${run.execution_count}] ` : '';
-    append(top, 'span', 'mm-Run-label').textContent = count + (run.label ?? run.run_id);
-    append(top, 'span', 'mm-Run-state').textContent = cancelling ? 'cancelling…' : run.state;
-
-    const meta = append(row, 'div', 'mm-Run-meta');
-    const where = [run.backend, run.profile.gpu || 'no GPU', run.background ? 'background' : ''].filter(Boolean);
-    append(meta, 'span', 'mm-Run-where').textContent = where.join(' · ');
-    append(meta, 'span', 'mm-Run-elapsed').textContent = formatElapsed(model.elapsed(run));
-    if (run.progress !== null) {
-      const p = run.progress;
-      const of = p.total !== null ? `/${p.total}` : '';
-      append(meta, 'span', 'mm-Run-progress').textContent = `${p.desc ? p.desc + ' ' : ''}${p.n}${of}`;
+    // Rows are updated in place, never rebuilt: the list re-renders every second while a run ticks, and a Cancel
+    // button replaced between mousedown and mouseup would swallow the click.
+    const listed = new Set(all.map(r => r.run_id));
+    for (const [id, row] of this._rows) {
+      if (!listed.has(id)) {
+        row.node.remove();
+        this._rows.delete(id);
+      }
     }
-    if (run.error) {
-      const error = append(row, 'div', 'mm-Run-error');
-      error.textContent = run.error.length > 160 ? run.error.slice(0, 157) + '…' : run.error;
-      error.title = run.error;
-    }
-    if (isActive(run.state)) {
-      const button = append(row, 'button', 'mm-Run-cancel jp-mod-styled jp-mod-warn') as HTMLButtonElement;
-      button.textContent = 'Cancel';
-      button.disabled = cancelling;
-      button.addEventListener('click', event => {
-        event.stopPropagation();
-        void this._cancel(run);
-      });
-    }
-    row.addEventListener('click', () => {
-      if (!this._actions.locate(run)) {
-        this._note.textContent = 'That cell is not in an open notebook on this kernel.';
+    all.forEach((run, index) => {
+      let row = this._rows.get(run.run_id);
+      if (row === undefined) {
+        const runId = run.run_id;
+        row = new RunRow(runId, () => void this._cancel(runId), () => this._locate(runId));
+        this._rows.set(runId, row);
+      }
+      row.update(run, model.elapsed(run), model.isCancelling(run.run_id));
+      if (this._list.children[index] !== row.node) {
+        this._list.insertBefore(row.node, this._list.children[index] ?? null);
       }
     });
-    return row;
   }
 
-  private async _cancel(run: IRun): Promise<void> {
-    this._note.textContent = `cancelling ${run.label ?? run.run_id}…`;
+  private _locate(runId: string): void {
+    const run = this._current.runs?.model.get(runId);
+    if (run !== undefined && !this._actions.locate(run)) {
+      this._note.textContent = 'That cell is not in an open notebook on this kernel.';
+    }
+  }
+
+  private async _cancel(runId: string): Promise<void> {
+    const run = this._current.runs?.model.get(runId);
+    this._note.textContent = `cancelling ${run?.label ?? runId}…`;
     try {
-      this._note.textContent = OUTCOME_TEXT[await this._actions.cancel(run.run_id)];
+      this._note.textContent = OUTCOME_TEXT[await this._actions.cancel(runId)];
     } catch (error) {
       this._note.textContent = `cancel failed: ${String(error)}`;
     }
@@ -140,6 +123,67 @@ export class RunsPanel extends Widget {
   private _header: HTMLElement;
   private _note: HTMLElement;
   private _list: HTMLElement;
+  private _rows = new Map<string, RunRow>();
+}
+
+/** One run's entry in the list; its elements live as long as the run is listed. */
+class RunRow {
+  readonly node: HTMLElement;
+
+  constructor(runId: string, onCancel: () => void, onLocate: () => void) {
+    this.node = document.createElement('li');
+    this.node.dataset.runId = runId;
+    const top = append(this.node, 'div', 'mm-Run-top');
+    this._label = append(top, 'span', 'mm-Run-label');
+    this._state = append(top, 'span', 'mm-Run-state');
+    const meta = append(this.node, 'div', 'mm-Run-meta');
+    this._where = append(meta, 'span', 'mm-Run-where');
+    this._elapsed = append(meta, 'span', 'mm-Run-elapsed');
+    this._progress = append(meta, 'span', 'mm-Run-progress');
+    this._error = append(this.node, 'div', 'mm-Run-error');
+    this._cancel = append(this.node, 'button', 'mm-Run-cancel jp-mod-styled jp-mod-warn') as HTMLButtonElement;
+    this._cancel.textContent = 'Cancel';
+    this._cancel.addEventListener('click', event => {
+      event.stopPropagation();
+      onCancel();
+    });
+    this.node.addEventListener('click', onLocate);
+  }
+
+  update(run: IRun, elapsed: number | null, cancelling: boolean): void {
+    const p = run.progress;
+    const error = run.error ?? '';
+    const count = run.execution_count !== null ? `[${run.execution_count}] ` : '';
+    const where = [run.backend, run.profile.gpu || 'no GPU', run.background ? 'background' : ''];
+    set(this.node, 'className', `mm-Run mm-state-${run.state}`);
+    set(this.node, 'title', run.cell_id ? 'Click to scroll to the cell' : 'This run has no recorded cell');
+    this.node.dataset.state = run.state;
+    set(this._label, 'textContent', count + (run.label ?? run.run_id));
+    set(this._state, 'textContent', cancelling ? 'cancelling…' : run.state);
+    set(this._where, 'textContent', where.filter(Boolean).join(' · '));
+    set(this._elapsed, 'textContent', formatElapsed(elapsed));
+    set(this._progress, 'textContent', p ? `${p.desc ? p.desc + ' ' : ''}${p.n}${p.total !== null ? '/' + p.total : ''}` : '');
+    set(this._error, 'textContent', error.length > 160 ? error.slice(0, 157) + '…' : error);
+    set(this._error, 'title', error);
+    this._error.hidden = error === '';
+    this._cancel.hidden = !isActive(run.state);
+    this._cancel.disabled = cancelling;
+  }
+
+  private _label: HTMLElement;
+  private _state: HTMLElement;
+  private _where: HTMLElement;
+  private _elapsed: HTMLElement;
+  private _progress: HTMLElement;
+  private _error: HTMLElement;
+  private _cancel: HTMLButtonElement;
+}
+
+/** Touch the DOM only when a value changes (no needless style recalculation on every tick). */
+function set(element: HTMLElement, key: 'className' | 'title' | 'textContent', value: string): void {
+  if (element[key] !== value) {
+    element[key] = value;
+  }
 }
 
 function append(parent: HTMLElement, tag: string, className: string): HTMLElement {
