@@ -81,13 +81,20 @@ class ActiveRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     progress_recorded: float = 0.0  # monotonic time the registry last got this run's progress
+    progress_pending: dict[str, Any] | None = None  # the newest progress the registry has not got yet
 
     def record_progress(self, event: wire.Progress, every: float = 1.0) -> None:
-        """Keep the registry's progress summary (what the lab extension shows) at most once a second."""
-        now = time.monotonic()
-        if now - self.progress_recorded >= every or event.closed:
-            self.progress_recorded = now
-            self.registry.update(self.run_id, progress={"n": event.n, "total": event.total, "desc": event.desc})
+        """Keep the registry's progress summary (what the lab extension shows) current, at most once a second."""
+        self.progress_pending = {"n": event.n, "total": event.total, "desc": event.desc}
+        if time.monotonic() - self.progress_recorded >= every:
+            self.flush_progress()
+
+    def flush_progress(self) -> None:
+        """Record the newest progress now (at the end of the run, so the final count is kept)."""
+        if self.progress_pending is not None:
+            self.progress_recorded = time.monotonic()
+            self.registry.update(self.run_id, progress=self.progress_pending)
+            self.progress_pending = None
 
     @property
     def record(self) -> RunRecord:
@@ -267,6 +274,7 @@ def end_run(active: ActiveRun, terminal: wire.Event, reason: str | None) -> Outc
     except BaseException as exc:  # noqa: BLE001 - a broken result still ends the run cleanly
         outcome = Outcome(RunState.FAILED, exc)
     try:
+        active.flush_progress()
         active.hithers.exit(outcome.error)
         active.progress.close_all()
         summary = active.hithers.summary()

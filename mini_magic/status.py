@@ -2,12 +2,14 @@
 
 Protocol (JSON, version 1)::
 
-    frontend -> kernel   comm_open(target "mini_magic")          kernel replies {"type": "snapshot", ...}
+    frontend -> kernel   comm_open(target "mini_magic", data {"frontend_id": ...})   kernel replies with a snapshot
+    kernel -> frontend   comm_open(target "mini_magic", data snapshot)   at %load_ext, for frontends already there
     kernel -> frontend   {"type": "snapshot", "protocol": 1, "kernel_id": ..., "runs": [run, ...]}
                          {"type": "run", "event": "created" | "started" | "updated" | "finished", "run": run}
     frontend -> kernel   {"type": "cancel", "run_id": ..., "request_id": ...}
     kernel -> frontend   {"type": "cancel_ack", "run_id": ..., "request_id": ..., "delivered": bool}
     frontend -> kernel   {"type": "snapshot_request"}
+    kernel -> frontend   {"type": "closing"}     at %unload_ext: the kernel forgets the comm (no comm_close)
 
 ``run`` is :meth:`RunRecord.to_json` plus ``elapsed``. Events come from the run registry's observers, on whichever
 thread made the transition (the main thread, a background run's drainer), and a Cancel may arrive on a kernel
@@ -41,14 +43,28 @@ class StatusChannel:
         self.registry = registry
         self.kernel_id = kernel_id
         self._comms: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._frontends: dict[str, str] = {}  # comm id -> the browser tab that opened it
+        # Held while a snapshot is built and sent and while an event is sent: a new comm then never gets a run
+        # event older than its snapshot, nor a snapshot older than an event it already got.
+        self._lock = threading.RLock()
         self._unsubscribe = registry.subscribe(self._on_run)
 
     def open(self, comm: Any, message: dict[str, Any]) -> None:
-        """Comm target handler: remember the comm, answer with a snapshot."""
+        """Comm target handler: remember the comm, answer with a snapshot.
+
+        A tab that reloads opens a new comm and never closes the old one (JupyterLab does not close comms on
+        unload); the old one of the same ``frontend_id`` is forgotten here, so events are not sent to dead pages.
+        """
         try:
-            self._keep(comm)
-            self._send(comm, self.snapshot())
+            data = ((message or {}).get("content") or {}).get("data") or {}
+            frontend = data.get("frontend_id") if isinstance(data.get("frontend_id"), str) else None
+            with self._lock:
+                if frontend:
+                    for old_id in [c for c, f in self._frontends.items() if f == frontend]:
+                        self._forget_silently(self._comms.get(old_id))
+                    self._frontends[comm.comm_id] = frontend
+                self._keep(comm)
+                self._send(comm, self.snapshot())
         except Exception:  # noqa: BLE001 - a comm handler never raises into the kernel
             log.exception("opening the mini_magic status comm failed")
 
@@ -62,7 +78,8 @@ class StatusChannel:
         try:
             import comm as comm_package
 
-            self._keep(comm_package.create_comm(target_name=TARGET, data=self.snapshot()))
+            with self._lock:
+                self._keep(comm_package.create_comm(target_name=TARGET, data=self.snapshot()))
         except Exception:  # noqa: BLE001 - no frontend, no comm: nothing is lost
             log.debug("announcing the mini_magic status comm failed", exc_info=True)
 
@@ -94,10 +111,9 @@ class StatusChannel:
 
     def _on_run(self, event: str, record: RunRecord) -> None:
         message = {"type": "run", "event": event, "run": run_json(record)}
-        with self._lock:
-            comms = list(self._comms.values())
-        for comm in comms:
-            self._send(comm, message)
+        with self._lock:  # comm.send only queues the message for the iopub thread: holding the lock is cheap
+            for comm in list(self._comms.values()):
+                self._send(comm, message)
 
     def _send(self, comm: Any, message: dict[str, Any]) -> None:
         try:
@@ -108,17 +124,31 @@ class StatusChannel:
 
     def _forget(self, comm: Any) -> None:
         with self._lock:
-            self._comms.pop(str(getattr(comm, "comm_id", "")), None)
+            comm_id = str(getattr(comm, "comm_id", ""))
+            self._comms.pop(comm_id, None)
+            self._frontends.pop(comm_id, None)
+
+    def _forget_silently(self, comm: Any) -> None:
+        """Drop a comm without publishing comm_close: that goes to every page, and those that never knew the comm
+        log an error for it. ``_closed`` keeps the comm from publishing one when it is garbage-collected."""
+        if comm is None:
+            return
+        self._forget(comm)
+        try:
+            import comm as comm_package
+
+            comm._closed = True
+            comm_package.get_comm_manager().unregister_comm(comm)
+        except Exception:  # noqa: BLE001 - already unregistered
+            pass
 
     def close(self) -> None:
+        """At ``%unload_ext``: tell each frontend its comm is gone (it drops it locally), then forget them all."""
         self._unsubscribe()
         with self._lock:
-            comms, self._comms = list(self._comms.values()), {}
-        for comm in comms:
-            try:
-                comm.close()
-            except Exception:  # noqa: BLE001
-                pass
+            for comm in list(self._comms.values()):
+                self._send(comm, {"type": "closing"})
+                self._forget_silently(comm)
 
 
 def register(shell: Any, channel: StatusChannel) -> bool:

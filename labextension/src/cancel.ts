@@ -14,8 +14,8 @@ export interface ICancelTransport {
   /** Send over the comm; false when there is no open comm. */
   send(message: ICancelRequest): boolean;
   interrupt(): Promise<void>;
-  /** The msg id of the execute_request the kernel is busy with on its main shell, if any. */
-  foregroundMsgId(): string | null;
+  /** Whether interrupting the kernel now stops this run and nothing else (asked again at the last moment). */
+  isForeground(run: IRun): boolean;
 }
 
 /**
@@ -23,8 +23,9 @@ export interface ICancelTransport {
  * - `not-running`: the kernel answered but the run had already ended (or is unknown).
  * - `interrupted`: no answer in time; the run was the foreground cell, so the kernel was interrupted.
  * - `unacknowledged`: no answer in time and interrupting would not be safe; the kernel reads the request later.
+ * - `not-sent`: there is no comm to send it on, and interrupting would not be safe.
  */
-export type CancelOutcome = 'acknowledged' | 'not-running' | 'interrupted' | 'unacknowledged';
+export type CancelOutcome = 'acknowledged' | 'not-running' | 'interrupted' | 'unacknowledged' | 'not-sent';
 
 export interface ICancelOptions {
   ackTimeoutMs?: number;
@@ -45,7 +46,7 @@ export class CancelRequests {
     return new Promise<CancelOutcome>(resolve => {
       const timer = setTimeout(() => {
         this._pending.delete(requestId);
-        void this._fallBack(run).then(resolve);
+        void this._fallBack(run, 'unacknowledged').then(resolve);
       }, this._ackTimeoutMs);
       this._pending.set(requestId, ack => {
         clearTimeout(timer);
@@ -54,7 +55,7 @@ export class CancelRequests {
       if (!this._transport.send({ type: 'cancel', run_id: run.run_id, request_id: requestId })) {
         clearTimeout(timer);
         this._pending.delete(requestId);
-        void this._fallBack(run).then(resolve);
+        void this._fallBack(run, 'not-sent').then(resolve);
       }
     });
   }
@@ -68,14 +69,9 @@ export class CancelRequests {
     }
   }
 
-  /** Whether interrupting the kernel stops this run and nothing else. */
-  isForeground(run: IRun): boolean {
-    return !run.background && run.msg_id !== null && run.msg_id === this._transport.foregroundMsgId();
-  }
-
-  private async _fallBack(run: IRun): Promise<CancelOutcome> {
-    if (!this.isForeground(run)) {
-      return 'unacknowledged';
+  private async _fallBack(run: IRun, otherwise: CancelOutcome): Promise<CancelOutcome> {
+    if (!this._transport.isForeground(run)) {
+      return otherwise;
     }
     await this._transport.interrupt();
     return 'interrupted';

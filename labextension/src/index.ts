@@ -19,22 +19,54 @@ import { RunStatusItem } from './statusItem';
 const PLUGIN_ID = 'mini-magic:plugin';
 const SHOW_RUNS = 'mini-magic:show-runs';
 
-/** One KernelRuns per kernel connection, shared by every view of a notebook, gone with the connection. */
+/**
+ * One KernelRuns per kernel (by id), shared by every notebook on it. JupyterLab gives comms to one connection per
+ * kernel; if the first one met cannot use them and a later one can, the later one takes over.
+ */
 class KernelRunsRegistry {
+  constructor(frontendId: string) {
+    this._frontendId = frontendId;
+  }
+
   get(kernel: Kernel.IKernelConnection): KernelRuns {
-    let runs = this._runs.get(kernel);
-    if (runs === undefined) {
-      runs = new KernelRuns(kernel);
-      this._runs.set(kernel, runs);
-      kernel.disposed.connect(() => {
-        this._runs.get(kernel)?.dispose();
-        this._runs.delete(kernel);
-      });
+    const known = this._runs.get(kernel.id);
+    if (known !== undefined && !known.isDisposed && (known.ownsComms || !kernel.handleComms)) {
+      return known;
     }
+    known?.dispose();
+    const runs = new KernelRuns(kernel, { frontendId: this._frontendId });
+    this._runs.set(kernel.id, runs);
+    kernel.disposed.connect(() => {
+      runs.dispose();
+      if (this._runs.get(kernel.id) === runs) {
+        this._runs.delete(kernel.id);
+      }
+    });
     return runs;
   }
 
-  private _runs = new Map<Kernel.IKernelConnection, KernelRuns>();
+  /** The page is going away: close the comms it opened, so kernels stop sending to them. */
+  leave(): void {
+    this._runs.forEach(runs => runs.leave());
+  }
+
+  private _frontendId: string;
+  private _runs = new Map<string, KernelRuns>();
+}
+
+/** The same for this browser tab across reloads (sessionStorage), different for every tab. */
+function tabId(): string {
+  const key = 'mini-magic:frontend-id';
+  try {
+    let id = window.sessionStorage.getItem(key);
+    if (id === null) {
+      id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+      window.sessionStorage.setItem(key, id);
+    }
+    return id;
+  } catch {
+    return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  }
 }
 
 function kernelOf(panel: NotebookPanel | null): Kernel.IKernelConnection | null {
@@ -48,7 +80,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   requires: [INotebookTracker],
   optional: [IStatusBar],
   activate: (app: JupyterFrontEnd, notebooks: INotebookTracker, statusBar: IStatusBar | null) => {
-    const registry = new KernelRunsRegistry();
+    const registry = new KernelRunsRegistry(tabId());
+    window.addEventListener('pagehide', () => registry.leave());
     const current = new CurrentRuns();
 
     const showCurrent = () => {
@@ -60,6 +93,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const follow = (panel: NotebookPanel) => {
       const badges = new CellBadges(panel);
       const bind = () => {
+        if (panel.isDisposed) {
+          return; // a view closed while its session (shared with other views) lives on
+        }
         const kernel = kernelOf(panel);
         badges.setRuns(kernel ? registry.get(kernel) : null);
         if (notebooks.currentWidget === panel) {
@@ -68,7 +104,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       };
       panel.sessionContext.kernelChanged.connect(bind);
       void panel.sessionContext.ready.then(bind);
-      panel.disposed.connect(() => badges.dispose());
+      panel.disposed.connect(() => {
+        panel.sessionContext.kernelChanged.disconnect(bind);
+        badges.dispose();
+      });
       bind();
     };
     notebooks.forEach(follow);
@@ -77,11 +116,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     /** Scroll to the run's cell in a notebook on the active notebook's kernel (the runs panel shows that one). */
     const locate = (run: IRun): boolean => {
-      const kernel = kernelOf(notebooks.currentWidget);
+      const kernelId = kernelOf(notebooks.currentWidget)?.id;
       let found: { panel: NotebookPanel; index: number } | null = null;
       notebooks.forEach(panel => {
         const index = panel.content.widgets.findIndex(cell => cell.model.id === run.cell_id);
-        if (found === null && run.cell_id !== null && kernelOf(panel) === kernel && index >= 0) {
+        if (found === null && run.cell_id !== null && kernelOf(panel)?.id === kernelId && index >= 0) {
           found = { panel, index };
         }
       });

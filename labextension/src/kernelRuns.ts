@@ -1,5 +1,6 @@
 /**
- * One kernel's side of the `mini_magic` comm: opens it, follows restarts, feeds the model, carries Cancel.
+ * One kernel's side of the `mini_magic` comm: opens it, follows restarts and reconnects, feeds the model, carries
+ * Cancel, and decides when a kernel interrupt is a safe fallback for it.
  *
  * Two ways in, because either side may come first:
  * - the frontend opens a comm when it meets the kernel (page load or reload, kernel switched, restart finished):
@@ -12,24 +13,22 @@ import type { ISignal } from '@lumino/signaling';
 
 import { CancelOutcome, CancelRequests } from './cancel';
 import { RunsModel } from './model';
-import { COMM_TARGET, FrontendMessage, parseKernelMessage } from './protocol';
+import { COMM_TARGET, FrontendMessage, IRun, isActive, parseKernelMessage } from './protocol';
+
+type CommTarget = (comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg) => void | PromiseLike<void>;
 
 /** The part of a JupyterLab kernel connection this class uses (so tests can drive it with a fake kernel). */
 export interface IKernelLike {
+  readonly id: string;
   readonly status: Kernel.Status;
   readonly statusChanged: ISignal<any, Kernel.Status>;
+  readonly connectionStatusChanged: ISignal<any, Kernel.ConnectionStatus>;
   readonly iopubMessage: ISignal<any, KernelMessage.IIOPubMessage>;
   readonly handleComms: boolean;
   readonly isDisposed: boolean;
   createComm(targetName: string, commId?: string): Kernel.IComm;
-  registerCommTarget(
-    targetName: string,
-    callback: (comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg) => void | PromiseLike<void>
-  ): void;
-  removeCommTarget(
-    targetName: string,
-    callback: (comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg) => void | PromiseLike<void>
-  ): void;
+  registerCommTarget(targetName: string, callback: CommTarget): void;
+  removeCommTarget(targetName: string, callback: CommTarget): void;
   interrupt(): Promise<void>;
 }
 
@@ -38,6 +37,8 @@ const GONE: ReadonlySet<Kernel.Status> = new Set<Kernel.Status>(['restarting', '
 export interface IKernelRunsOptions {
   ackTimeoutMs?: number;
   now?: () => number;
+  /** Names this browser tab to the kernel, the same across reloads, so the kernel drops the tab's older comms. */
+  frontendId?: string;
 }
 
 export class KernelRuns {
@@ -45,22 +46,34 @@ export class KernelRuns {
 
   constructor(kernel: IKernelLike, options: IKernelRunsOptions = {}) {
     this._kernel = kernel;
+    this._frontendId = options.frontendId ?? '';
     this.model = new RunsModel(options.now);
     this._cancels = new CancelRequests(
       {
         send: message => this._send(message),
         interrupt: () => this._kernel.interrupt(),
-        foregroundMsgId: () => this._foreground
+        isForeground: run => this.isForeground(run.run_id)
       },
       { ackTimeoutMs: options.ackTimeoutMs }
     );
     if (!kernel.handleComms) {
-      return; // a second connection to a kernel (e.g. a console) cannot own comms; the notebook's does
+      // JupyterLab gives comms to one connection per kernel (the first); another view's connection owns them.
+      this.model.setConnection('no-comms');
+      return;
     }
     kernel.registerCommTarget(COMM_TARGET, this._onKernelOpened);
     kernel.statusChanged.connect(this._onStatus, this);
+    kernel.connectionStatusChanged.connect(this._onConnectionStatus, this);
     kernel.iopubMessage.connect(this._onIopub, this);
     this.connect();
+  }
+
+  get kernelId(): string {
+    return this._kernel.id;
+  }
+
+  get ownsComms(): boolean {
+    return this._kernel.handleComms;
   }
 
   get isDisposed(): boolean {
@@ -79,28 +92,45 @@ export class KernelRuns {
       console.debug('mini_magic: cannot open a comm on this kernel', error);
       return;
     }
-    this._adopt(comm);
-    comm.open({}).done.catch(() => this._drop(comm));
+    this._adopt(comm, true);
+    this.model.setConnection('connecting');
+    this._opened.add(comm);
+    this._post(comm, 'comm_open', { frontend_id: this._frontendId });
   }
 
   /** Cancel a run (see CancelRequests for when the kernel gets interrupted instead). */
   async cancel(runId: string): Promise<CancelOutcome> {
     const run = this.model.get(runId);
-    if (run === undefined) {
+    if (run === undefined || !isActive(run.state)) {
       return 'not-running';
     }
     this.model.setCancelling(runId, true);
     const outcome = await this._cancels.cancel(run);
-    if (outcome === 'not-running') {
+    if (outcome === 'not-running' || outcome === 'not-sent') {
       this.model.setCancelling(runId, false);
     }
     return outcome;
   }
 
-  /** Whether a kernel interrupt would stop this run (it is the cell the kernel is executing in the foreground). */
+  /**
+   * Whether a kernel interrupt would stop this run and nothing else: it is still active, it is not a background
+   * run, and it is the execute_request the kernel's main shell is busy with. When this page joined the kernel
+   * mid-cell (a reload) there was no busy status to see; an active foreground run then *is* the running cell,
+   * because a foreground run blocks its cell until it ends.
+   */
   isForeground(runId: string): boolean {
-    const run = this.model.get(runId);
-    return run !== undefined && this._cancels.isForeground(run);
+    const run: IRun | undefined = this.model.get(runId);
+    if (run === undefined || !isActive(run.state) || run.background || run.msg_id === null) {
+      return false;
+    }
+    return this._foregroundKnown ? run.msg_id === this._foreground : true;
+  }
+
+  /** The page is going away: close the comm it opened, so the kernel stops sending to it. */
+  leave(): void {
+    if (this._comm !== null && this._ownComm) {
+      this._release(this._comm);
+    }
   }
 
   dispose(): void {
@@ -108,19 +138,37 @@ export class KernelRuns {
       return;
     }
     this._disposed = true;
-    if (!this._kernel.isDisposed && this._kernel.handleComms) {
-      this._kernel.removeCommTarget(COMM_TARGET, this._onKernelOpened);
-    }
-    this._kernel.statusChanged.disconnect(this._onStatus, this);
-    this._kernel.iopubMessage.disconnect(this._onIopub, this);
-    const comm = this._comm;
-    this._comm = null;
-    if (comm !== null && !comm.isDisposed) {
-      try {
-        comm.close();
-      } catch {
-        // the kernel is gone already
+    if (this._kernel.handleComms) {
+      if (!this._kernel.isDisposed) {
+        this._kernel.removeCommTarget(COMM_TARGET, this._onKernelOpened);
       }
+      this._kernel.statusChanged.disconnect(this._onStatus, this);
+      this._kernel.connectionStatusChanged.disconnect(this._onConnectionStatus, this);
+      this._kernel.iopubMessage.disconnect(this._onIopub, this);
+    }
+    this.leave();
+    this._comm = null;
+  }
+
+  /** Send on the comm; on failure (the kernel went away) the comm is dropped. Returns whether it was sent. */
+  private _post(
+    comm: Kernel.IComm,
+    type: 'comm_open' | 'comm_msg' | 'comm_close',
+    data: KernelMessage.ICommMsgMsg['content']['data']
+  ): boolean {
+    try {
+      if (type === 'comm_open') {
+        comm.open(data).done.catch(() => this._drop(comm));
+      } else if (type === 'comm_msg') {
+        comm.send(data);
+      } else {
+        comm.close(data);
+      }
+      return true;
+    } catch (error) {
+      console.debug(`mini_magic: sending ${type} failed`, error);
+      this._drop(comm);
+      return false;
     }
   }
 
@@ -128,29 +176,39 @@ export class KernelRuns {
     if (this._disposed) {
       return;
     }
-    this._adopt(comm);
+    this._adopt(comm, false);
     this._handle(msg.content.data);
   };
 
-  private _adopt(comm: Kernel.IComm): void {
+  private _adopt(comm: Kernel.IComm, own: boolean): void {
     const previous = this._comm;
+    const previousOwn = this._ownComm;
     this._comm = comm;
+    this._ownComm = own;
     comm.onMsg = msg => this._handle(msg.content.data);
     comm.onClose = () => this._drop(comm);
-    if (previous !== null && previous !== comm && !previous.isDisposed) {
-      previous.onClose = () => undefined;
-      try {
-        previous.close();
-      } catch {
-        // already closed by the kernel
-      }
+    if (previous !== null && previous !== comm && previousOwn) {
+      this._release(previous);
+    }
+  }
+
+  /** Let go of a comm this page opened: closed in the kernel if it was opened there, else only here. */
+  private _release(comm: Kernel.IComm): void {
+    if (comm.isDisposed) {
+      return;
+    }
+    comm.onClose = () => undefined;
+    if (this._opened.has(comm) && !this._kernel.isDisposed) {
+      this._post(comm, 'comm_close', {});
+    } else {
+      comm.dispose();
     }
   }
 
   private _drop(comm: Kernel.IComm): void {
     if (this._comm === comm) {
       this._comm = null;
-      this.model.setConnected(false);
+      this.model.setConnection('absent');
     }
   }
 
@@ -161,6 +219,14 @@ export class KernelRuns {
     }
     if (message.type === 'cancel_ack') {
       this._cancels.handleAck(message);
+    } else if (message.type === 'closing') {
+      // %unload_ext: the kernel has forgotten this comm without a comm_close (which every other page would log as
+      // an unknown comm); forget it here too, without telling the kernel.
+      const comm = this._comm;
+      if (comm !== null) {
+        comm.dispose();
+        this._drop(comm);
+      }
     } else {
       this.model.apply(message);
     }
@@ -168,17 +234,10 @@ export class KernelRuns {
 
   private _send(message: FrontendMessage): boolean {
     const comm = this._comm;
-    if (comm === null || comm.isDisposed) {
+    if (comm === null || comm.isDisposed || !this.model.connected) {
       return false;
     }
-    try {
-      comm.send(message as any);
-      return true;
-    } catch (error) {
-      console.debug('mini_magic: sending on the comm failed', error);
-      this._drop(comm);
-      return false;
-    }
+    return this._post(comm, 'comm_msg', message as any);
   }
 
   private _onStatus(_: unknown, status: Kernel.Status): void {
@@ -186,12 +245,20 @@ export class KernelRuns {
       // A restart disposes the kernel's comms without closing them, and the runs died with the process.
       this._comm = null;
       this._foreground = null;
+      this._foregroundKnown = true; // a new process runs nothing
       this._restarted = true;
-      this.model.reset();
+      this.model.setConnection('absent');
     } else if (status === 'idle' && this._restarted) {
       // The new process may load mini_magic at startup (ipython_config's extensions): ask once.
       this._restarted = false;
       this.connect();
+    }
+  }
+
+  private _onConnectionStatus(_: unknown, status: Kernel.ConnectionStatus): void {
+    if (status === 'connected' && this._comm !== null && this.model.connected) {
+      // Back from a network blip: events may have been lost; the kernel's snapshot is the truth.
+      this._send({ type: 'snapshot_request' });
     }
   }
 
@@ -207,15 +274,23 @@ export class KernelRuns {
     const state = (msg.content as KernelMessage.IStatusMsg['content']).execution_state;
     if (state === 'busy') {
       this._foreground = parent.msg_id ?? null;
-    } else if (state === 'idle' && this._foreground === parent.msg_id) {
-      this._foreground = null;
+      this._foregroundKnown = true;
+    } else if (state === 'idle') {
+      if (this._foreground === parent.msg_id) {
+        this._foreground = null;
+      }
+      this._foregroundKnown = true;
     }
   }
 
   private _kernel: IKernelLike;
+  private _frontendId: string;
   private _cancels: CancelRequests;
   private _comm: Kernel.IComm | null = null;
+  private _ownComm = false;
+  private _opened = new WeakSet<Kernel.IComm>();
   private _foreground: string | null = null;
+  private _foregroundKnown = false;
   private _restarted = false;
   private _disposed = false;
 }

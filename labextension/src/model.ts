@@ -20,6 +20,15 @@ interface IEntry {
   receivedAt: number;
 }
 
+/**
+ * Where the conversation with the kernel stands:
+ * - `connecting`: a comm was opened and the kernel has not answered yet;
+ * - `connected`: the kernel answered; the runs are live;
+ * - `absent`: the kernel has not loaded mini_magic (it closed the comm), or it restarted, or the comm was lost;
+ * - `no-comms`: this kernel connection cannot use comms (JupyterLab gives them to one connection per kernel).
+ */
+export type Connection = 'connecting' | 'connected' | 'absent' | 'no-comms';
+
 export interface IRunsSummary {
   running: number;
   queued: number;
@@ -41,9 +50,13 @@ export class RunsModel {
     return this._changed;
   }
 
-  /** Whether the kernel answered the comm: false when it has not loaded mini_magic (or is restarting). */
+  get connection(): Connection {
+    return this._connection;
+  }
+
+  /** Whether the runs are live (the kernel answered the comm). */
   get connected(): boolean {
-    return this._connected;
+    return this._connection === 'connected';
   }
 
   get kernelId(): string | null {
@@ -104,9 +117,15 @@ export class RunsModel {
   apply(message: KernelMessage): void {
     if (message.type === 'snapshot') {
       this._kernelId = message.kernel_id;
-      this._connected = true;
+      this._connection = 'connected';
+      // The snapshot says which runs exist; a run event that overtook it may know a later state of one of them.
       const now = this._now();
-      this._entries = new Map(message.runs.map(run => [run.run_id, { run, receivedAt: now }]));
+      const entries = new Map<string, IEntry>();
+      for (const run of message.runs) {
+        const known = this._entries.get(run.run_id);
+        entries.set(run.run_id, known !== undefined && stage(known.run) > stage(run) ? known : { run, receivedAt: now });
+      }
+      this._entries = entries;
       for (const id of [...this._unseen]) {
         if (this._entries.get(id)?.run.state !== 'failed') {
           this._unseen.delete(id);
@@ -115,27 +134,29 @@ export class RunsModel {
       this._forgetFinishedCancels();
       this._emit();
     } else if (message.type === 'run') {
-      this._connected = true;
-      if (this._upsert(message.run)) {
+      const wasConnected = this.connected;
+      this._connection = 'connected';
+      if (this._upsert(message.run) || !wasConnected) {
         this._emit();
       }
     }
   }
 
-  setConnected(connected: boolean): void {
-    if (connected !== this._connected) {
-      this._connected = connected;
-      this._emit();
+  /**
+   * Anything but `connected` forgets the runs: without the comm nothing would tell us when they end, and a status
+   * bar ticking forever for a run that is long gone is worse than none.
+   */
+  setConnection(connection: Connection): void {
+    if (connection === this._connection) {
+      return;
     }
-  }
-
-  /** Forget everything: the kernel was restarted or replaced, its runs died with it. */
-  reset(): void {
-    this._entries.clear();
-    this._unseen.clear();
-    this._cancelling.clear();
-    this._kernelId = null;
-    this._connected = false;
+    this._connection = connection;
+    if (connection !== 'connected') {
+      this._entries.clear();
+      this._unseen.clear();
+      this._cancelling.clear();
+      this._kernelId = null;
+    }
     this._emit();
   }
 
@@ -198,7 +219,7 @@ export class RunsModel {
   private _unseen = new Set<string>();
   private _cancelling = new Set<string>();
   private _kernelId: string | null = null;
-  private _connected = false;
+  private _connection: Connection = 'absent';
   private _changed = new Signal<this, void>(this);
 }
 

@@ -62,7 +62,12 @@ export interface ICancelAckMessage {
   delivered: boolean;
 }
 
-export type KernelMessage = ISnapshotMessage | IRunMessage | ICancelAckMessage;
+/** The kernel forgot this comm (`%unload_ext`): the frontend drops it without a comm_close. */
+export interface IClosingMessage {
+  type: 'closing';
+}
+
+export type KernelMessage = ISnapshotMessage | IRunMessage | ICancelAckMessage | IClosingMessage;
 
 export interface ICancelRequest {
   type: 'cancel';
@@ -160,6 +165,8 @@ export function parseKernelMessage(data: unknown): KernelMessage | null {
       }
       return { type: 'cancel_ack', run_id: runId, request_id: requestId, delivered: data.delivered === true };
     }
+    case 'closing':
+      return { type: 'closing' };
     default:
       return null;
   }

@@ -8,7 +8,7 @@ import { Widget } from '@lumino/widgets';
 
 import { CancelOutcome } from './cancel';
 import { CurrentRuns } from './currentRuns';
-import { formatElapsed } from './model';
+import { Connection, formatElapsed } from './model';
 import { IRun, isActive } from './protocol';
 
 const BOLT =
@@ -21,7 +21,14 @@ const OUTCOME_TEXT: Record<CancelOutcome, string> = {
   acknowledged: 'cancel requested',
   'not-running': 'the run had already ended',
   interrupted: 'no answer over the comm: interrupted the kernel (this run was its running cell)',
-  unacknowledged: 'cancel sent; the kernel reads it once its current cell ends'
+  unacknowledged: 'cancel sent; the kernel reads it once its current cell ends',
+  'not-sent': 'not connected to the kernel: nothing was sent'
+};
+
+const CONNECTION_TEXT: Record<Exclude<Connection, 'connected'>, string> = {
+  connecting: 'connecting to the kernel…',
+  absent: 'mini_magic is not loaded in this kernel (run %load_ext mini_magic).',
+  'no-comms': 'another view of this kernel owns its comms: open the runs from that notebook.'
 };
 
 export interface IRunsPanelActions {
@@ -65,11 +72,9 @@ export class RunsPanel extends Widget {
 
   private _render(): void {
     const model = this._current.runs?.model ?? null;
-    if (model === null || !model.connected) {
+    if (model === null || model.connection !== 'connected') {
       this._header.textContent =
-        model === null
-          ? 'No notebook kernel.'
-          : `${this._current.label}: mini_magic is not loaded in this kernel (run %load_ext mini_magic).`;
+        model === null ? 'No notebook kernel.' : `${this._current.label}: ${CONNECTION_TEXT[model.connection as Exclude<Connection, 'connected'>]}`;
       this._rows.clear();
       this._list.replaceChildren();
       return;

@@ -1,5 +1,5 @@
 import { CancelRequests, ICancelTransport } from '../src/cancel';
-import { ICancelRequest } from '../src/protocol';
+import { ICancelRequest, IRun } from '../src/protocol';
 import { run } from './fixtures';
 
 class FakeTransport implements ICancelTransport {
@@ -7,6 +7,7 @@ class FakeTransport implements ICancelTransport {
   interrupts = 0;
   open = true;
   foreground: string | null = null;
+  asked: string[] = [];
   send(message: ICancelRequest): boolean {
     if (this.open) {
       this.sent.push(message);
@@ -17,8 +18,10 @@ class FakeTransport implements ICancelTransport {
     this.interrupts++;
     return Promise.resolve();
   }
-  foregroundMsgId(): string | null {
-    return this.foreground;
+  /** The rule itself lives in KernelRuns (tested there); here: the run's msg id against the busy one. */
+  isForeground(run: IRun): boolean {
+    this.asked.push(run.run_id);
+    return !run.background && run.msg_id !== null && run.msg_id === this.foreground;
   }
 }
 
@@ -78,6 +81,18 @@ describe('CancelRequests', () => {
     transport.foreground = 'm1';
     const cancels = new CancelRequests(transport, { ackTimeoutMs: 60_000 });
     await expect(cancels.cancel(run({ run_id: 'a', msg_id: 'm1' }))).resolves.toBe('interrupted');
+    await expect(cancels.cancel(run({ run_id: 'b', msg_id: 'm0' }))).resolves.toBe('not-sent');
+  });
+
+  it('asks whether the run is the foreground cell only when the answer is due, not at the click', async () => {
+    const transport = new FakeTransport();
+    const cancels = new CancelRequests(transport, { ackTimeoutMs: 1000 });
+    const outcome = cancels.cancel(run({ run_id: 'a', msg_id: 'm1' }));
+    expect(transport.asked).toEqual([]);
+    transport.foreground = 'm1';
+    jest.advanceTimersByTime(1000);
+    await expect(outcome).resolves.toBe('interrupted');
+    expect(transport.asked).toEqual(['a']);
   });
 
   it('ignores an acknowledgement that arrives after the fallback', async () => {

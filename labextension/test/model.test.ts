@@ -93,12 +93,12 @@ describe('RunsModel', () => {
     expect(model.isCancelling('a')).toBe(false);
   });
 
-  it('forgets everything on reset and says so', () => {
+  it('forgets everything when the connection goes and says so', () => {
     const model = new RunsModel();
     let changes = 0;
     model.changed.connect(() => changes++);
     model.apply({ type: 'run', event: 'started', run: run({ run_id: 'a' }) });
-    model.reset();
+    model.setConnection('absent');
     expect(model.runs).toEqual([]);
     expect(model.connected).toBe(false);
     expect(changes).toBe(2);
@@ -167,5 +167,14 @@ describe('parseKernelMessage', () => {
       desc: 'epochs'
     });
     expect(parseRun({ ...run({ run_id: 'a' }), progress: { total: 10 } })?.progress).toBeNull();
+  });
+});
+
+describe('RunsModel snapshots', () => {
+  it('keep a later state that a run event brought before the snapshot', () => {
+    const model = new RunsModel();
+    model.apply({ type: 'run', event: 'finished', run: run({ run_id: 'a', state: 'done' }) });
+    model.apply({ type: 'snapshot', protocol: 1, kernel_id: 'k', runs: [run({ run_id: 'a', state: 'running' })] });
+    expect(model.get('a')?.state).toBe('done');
   });
 });

@@ -31,13 +31,15 @@ def open_panel_from_sidebar(page) -> None:
 
 
 def our_console_errors(page_log) -> list[str]:
-    return [e for e in page_log.console_errors if "mini" in e.lower()] + page_log.page_errors
+    """Errors about us or any comm (JupyterLab logs e.g. "Comm not found" for a comm_close it cannot place)."""
+    ours = [e for e in page_log.console_errors if "mini" in e.lower() or "comm" in e.lower()]
+    return ours + page_log.page_errors
 
 
 def test_status_bar_and_panel_follow_a_run(lab_server, page, page_log):
     open_notebook(page, lab_server, "status.ipynb", [
         "%load_ext mini_magic",
-        "%%thither\nimport time\ntime.sleep(4)\ny = 1",
+        "%%thither\nimport time\ntime.sleep(8)\ny = 1",
         "y",
     ])
     open_panel_from_sidebar(page)
@@ -123,7 +125,7 @@ def test_without_subshells_a_background_run_is_never_interrupted(lab_server_no_s
     open_notebook(page, lab_server_no_subshells, "background.ipynb", [
         "%load_ext mini_magic",
         "%%thither --bg --name job\nimport time\ntime.sleep(120)",
-        "import time\ntime.sleep(8)\nprint('foreground finished')",
+        "import time\ntime.sleep(15)\nprint('foreground finished')",
     ])
     run_cell(page, 0)
     run_cell(page, 1)
@@ -167,30 +169,27 @@ def test_runs_survive_a_reload_lead_to_their_cell_and_clear_on_restart(lab_serve
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()")
     expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("mini_magic is not loaded")
     expect(panel(page).locator(".mm-Run")).to_have_count(0)
+    wait_for_kernel_idle(page)
+    run_cell(page, 0)  # the new process loads mini_magic: the panel connects again
+    run_cell(page, last)
+    expect(run_row(page, "z = 3")).to_have_attribute("data-state", "done")
+    expect(panel(page).locator(".mm-Run")).to_have_count(1)
     assert our_console_errors(page_log) == []
 
 
-def test_the_status_bar_follows_the_active_notebook(lab_server, page, page_log):
-    from tests.ui.lab import write_notebook
-
-    write_notebook(lab_server.root_dir / "plain.ipynb", ["1 + 1"])  # a kernel without mini_magic
-    open_notebook(page, lab_server, "busy.ipynb", [
+def test_a_reload_mid_cell_catches_up_when_the_cell_ends(lab_server, page, page_log):
+    """After a reload while a cell runs, JupyterLab handles this page's kernel messages only once the kernel has
+    answered kernel_info, which a kernel busy with a cell does after it: the panel connects then, and shows how the
+    run ended (the kernel's Stop button works meanwhile)."""
+    open_notebook(page, lab_server, "reload.ipynb", [
         "%load_ext mini_magic",
-        "%%thither --bg --name job\nimport time\ntime.sleep(60)",
+        "%%thither\nimport time\nprint('started', flush=True)\ntime.sleep(8)\nw = 1",
     ])
     run_cell(page, 0)
-    run_cell(page, 1)
-    expect(status_item(page)).to_have_text(re.compile(r"⚡ 1 running · local"))
-
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'})")
-    wait_for_kernel_idle(page)
-    expect(status_item(page)).to_be_hidden()
+    run_cell(page, 1, wait=False)
+    expect(notebook_cells(page).nth(1).locator(".jp-Cell-outputArea")).to_contain_text("started", timeout=30_000)
+    page.reload()
     open_panel_from_sidebar(page)
-    expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("plain.ipynb: mini_magic is not loaded")
-
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', {path: 'busy.ipynb'})")
-    expect(status_item(page)).to_have_text(re.compile(r"⚡ 1 running · local"))
-    expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("busy.ipynb: 1 active")
-    run_row(page, "import time").locator(".mm-Run-cancel").click()
-    expect(run_row(page, "import time")).to_have_attribute("data-state", "cancelled", timeout=15_000)
+    expect(run_row(page, "import time")).to_have_attribute("data-state", "done", timeout=30_000)
+    expect(panel(page).locator(".mm-RunsPanel-header")).to_contain_text("0 active")
     assert our_console_errors(page_log) == []
