@@ -90,6 +90,16 @@ async function connected(kernel: FakeKernel, runs: unknown[] = [], options = {})
   return kernelRuns;
 }
 
+/** The kernel refuses the page's comm (mini_magic not loaded yet), then opens its own at %load_ext. */
+async function loadedLater(kernel: FakeKernel, runs: unknown[] = []): Promise<[KernelRuns, FakeComm]> {
+  const kernelRuns = new KernelRuns(kernel);
+  await settle();
+  kernel.comms[0].closedByKernel();
+  const announced = new FakeComm();
+  kernel.targets.get('mini_magic')!(announced, { content: { data: snapshot(runs) } });
+  return [kernelRuns, announced];
+}
+
 describe('KernelRuns', () => {
   it('opens a comm naming its tab and fills the model from the snapshot', async () => {
     const kernel = new FakeKernel();
@@ -111,11 +121,7 @@ describe('KernelRuns', () => {
 
   it('accepts the comm the kernel opens at %load_ext', async () => {
     const kernel = new FakeKernel();
-    const runs = new KernelRuns(kernel);
-    await settle();
-    kernel.comms[0].closedByKernel();
-    const announced = new FakeComm();
-    kernel.targets.get('mini_magic')!(announced, { content: { data: snapshot([run({ run_id: 'b' })]) } });
+    const [runs, announced] = await loadedLater(kernel, [run({ run_id: 'b' })]);
     expect(runs.model.connected).toBe(true);
     announced.fromKernel({ type: 'run', event: 'finished', run: run({ run_id: 'b', state: 'done' }) });
     expect(runs.model.get('b')?.state).toBe('done');
@@ -237,12 +243,7 @@ describe('KernelRuns', () => {
   });
 
   it('never closes a comm the kernel opened (other pages share it)', async () => {
-    const kernel = new FakeKernel();
-    const runs = new KernelRuns(kernel);
-    await settle();
-    kernel.comms[0].closedByKernel();
-    const announced = new FakeComm();
-    kernel.targets.get('mini_magic')!(announced, { content: { data: snapshot([]) } });
+    const [runs, announced] = await loadedLater(new FakeKernel());
     runs.dispose();
     expect(announced.closed).toBe(false);
   });
