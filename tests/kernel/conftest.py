@@ -108,21 +108,33 @@ class LiveKernel:
     def submit(self, code: str) -> str:
         return self.client.execute(code)
 
-    def _messages(self, msg_id: str, timeout: float):
-        """iopub messages of one cell, until ``timeout``."""
+    def iopub(self, timeout: float):
+        """Every iopub message, whatever cell it belongs to, until ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                msg = self.client.get_iopub_msg(timeout=0.5)
+                yield self.client.get_iopub_msg(timeout=0.5)
             except queue.Empty:
                 continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                yield msg
+
+    def messages(self, msg_id: str, timeout: float):
+        """iopub messages of one cell, until ``timeout``."""
+        return (msg for msg in self.iopub(timeout) if msg["parent_header"].get("msg_id") == msg_id)
+
+    def until_idle(self, msg_id: str, timeout: float = 30) -> list[dict]:
+        """Every iopub message (of any cell) until the cell ``msg_id`` goes idle."""
+        seen = []
+        for msg in self.iopub(timeout):
+            seen.append(msg)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
+                    and msg["content"]["execution_state"] == "idle":
+                return seen
+        raise TimeoutError(f"cell {msg_id} did not go idle within {timeout} s")
 
     def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
         """Wait for the cell to go idle; return its outputs."""
         result = CellResult()
-        for msg in self._messages(msg_id, timeout):
+        for msg in self.messages(msg_id, timeout):
             kind = msg["msg_type"]
             content = msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
@@ -144,7 +156,7 @@ class LiveKernel:
     def wait_for_stdout(self, msg_id: str, text: str, timeout: float = 30) -> CellResult:
         """Read iopub until the cell printed ``text`` (the cell keeps running)."""
         result = CellResult()
-        for msg in self._messages(msg_id, timeout):
+        for msg in self.messages(msg_id, timeout):
             if msg["msg_type"] == "stream":
                 result.outputs.append({"output_type": "stream", "name": msg["content"]["name"],
                                        "text": msg["content"]["text"]})

@@ -3,23 +3,14 @@ while the cell is still running on the main shell."""
 
 from __future__ import annotations
 
-import queue
-import time
 
 from .conftest import LiveKernel
 
 
 def _button_comm_id(kernel: LiveKernel, msg_id: str, timeout: float = 20) -> str:
     """The comm id of the ButtonModel the running cell opened (its run panel)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = kernel.client.get_iopub_msg(timeout=0.5)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id or msg["msg_type"] != "comm_open":
-            continue
-        state = msg["content"]["data"].get("state", {})
+    for msg in kernel.messages(msg_id, timeout):
+        state = msg["content"].get("data", {}).get("state", {}) if msg["msg_type"] == "comm_open" else {}
         if state.get("_model_name") == "ButtonModel":
             return msg["content"]["comm_id"]
     raise TimeoutError("the run panel's Cancel button never appeared")

@@ -3,28 +3,16 @@ acknowledgement — also while a cell runs, when the Cancel comes over a kernel 
 
 from __future__ import annotations
 
-import queue
-import time
 import uuid
 
 from .conftest import LiveKernel
 from .test_cancel_button import _create_subshell
 
 
-def _iopub(kernel: LiveKernel, timeout: float):
-    """Every iopub message, whatever cell it belongs to, until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            yield kernel.client.get_iopub_msg(timeout=0.2)
-        except queue.Empty:
-            continue
-
-
 def _comm_messages(kernel: LiveKernel, comm_id: str, until, timeout: float = 30) -> list[dict]:
     """Collect the comm's messages from iopub until ``until(messages)`` is true."""
     seen: list[dict] = []
-    for msg in _iopub(kernel, timeout):
+    for msg in kernel.iopub(timeout):
         if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
             seen.append(msg["content"]["data"])
             if until(seen):
@@ -92,7 +80,7 @@ def test_the_comm_target_is_removed_on_unload(live_kernel) -> None:
 def test_load_ext_opens_the_comm_itself_for_frontends_already_connected(live_kernel) -> None:
     kernel = live_kernel(load=False)
     kernel.submit("%load_ext mini_magic")
-    opened = next((m for m in _iopub(kernel, 30)
+    opened = next((m for m in kernel.iopub(30)
                    if m["msg_type"] == "comm_open" and m["content"]["target_name"] == "mini_magic"), None)
     assert opened is not None, "%load_ext opened no mini_magic comm"
     comm_id = opened["content"]["comm_id"]
@@ -130,27 +118,20 @@ def test_a_reloaded_tab_replaces_its_old_comm_silently_and_unload_says_closing(l
         kernel.client.shell_channel.send(kernel.client.session.msg(
             "comm_open", {"comm_id": comm_id, "target_name": "mini_magic", "data": {"frontend_id": tab}}))
     _comm_messages(kernel, other, lambda m: any(x["type"] == "snapshot" for x in m))
-    msg_id = kernel.submit("%%thither\nx = 1")
-    seen: dict[str, list] = {old: [], new: [], other: []}
-    closes: list[str] = []
-    for msg in _iopub(kernel, 30):
-        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] in seen:
-            seen[msg["content"]["comm_id"]].append(msg["content"]["data"].get("event"))
-        closes += [msg["content"]["comm_id"]] if msg["msg_type"] == "comm_close" else []
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
-                and msg["content"]["execution_state"] == "idle":
-            break
-    assert seen[old] == [] and "finished" in seen[new] and "finished" in seen[other], seen
-    assert closes == []  # the old comm was dropped without a comm_close every other page would log
+    during_run = kernel.until_idle(kernel.submit("%%thither\nx = 1"))
+    seen = _data_by_comm(during_run, (old, new, other))
+    assert seen[old] == [] and any(d.get("event") == "finished" for d in seen[new]) \
+        and any(d.get("event") == "finished" for d in seen[other]), seen
+    # The old comm was dropped without a comm_close, which every other page would log.
+    assert [m for m in during_run if m["msg_type"] == "comm_close"] == []
 
-    msg_id = kernel.submit("%unload_ext mini_magic")
-    bye = {c: [] for c in seen}
-    for msg in _iopub(kernel, 30):
-        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] in bye:
-            bye[msg["content"]["comm_id"]].append(msg["content"]["data"])
-        closes += [msg["content"]["comm_id"]] if msg["msg_type"] == "comm_close" else []
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status" \
-                and msg["content"]["execution_state"] == "idle":
-            break
-    assert bye == {old: [], new: [{"type": "closing"}], other: [{"type": "closing"}]}
-    assert closes == []
+    at_unload = kernel.until_idle(kernel.submit("%unload_ext mini_magic"))
+    assert _data_by_comm(at_unload, (old, new, other)) == {old: [], new: [{"type": "closing"}],
+                                                            other: [{"type": "closing"}]}
+    assert [m for m in at_unload if m["msg_type"] == "comm_close"] == []
+
+
+def _data_by_comm(messages: list[dict], comm_ids) -> dict[str, list]:
+    """The data of the comm_msg messages sent on each of ``comm_ids``, in order."""
+    return {c: [m["content"]["data"] for m in messages
+                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == c] for c in comm_ids}
