@@ -68,10 +68,6 @@ export class KernelRuns {
     this.connect();
   }
 
-  get kernelId(): string {
-    return this._kernel.id;
-  }
-
   get ownsComms(): boolean {
     return this._kernel.handleComms;
   }
@@ -94,8 +90,9 @@ export class KernelRuns {
     }
     this._adopt(comm, true);
     this.model.setConnection('connecting');
-    this._opened.add(comm);
-    this._post(comm, 'comm_open', { frontend_id: this._frontendId });
+    this._try(comm, 'opening the comm', () => {
+      comm.open({ frontend_id: this._frontendId }).done.catch(() => this._drop(comm));
+    });
   }
 
   /** Cancel a run (see CancelRequests for when the kernel gets interrupted instead). */
@@ -150,23 +147,13 @@ export class KernelRuns {
     this._comm = null;
   }
 
-  /** Send on the comm; on failure (the kernel went away) the comm is dropped. Returns whether it was sent. */
-  private _post(
-    comm: Kernel.IComm,
-    type: 'comm_open' | 'comm_msg' | 'comm_close',
-    data: KernelMessage.ICommMsgMsg['content']['data']
-  ): boolean {
+  /** Do something with the comm; if that throws (the kernel went away), drop the comm. Returns whether it worked. */
+  private _try(comm: Kernel.IComm, what: string, action: () => void): boolean {
     try {
-      if (type === 'comm_open') {
-        comm.open(data).done.catch(() => this._drop(comm));
-      } else if (type === 'comm_msg') {
-        comm.send(data);
-      } else {
-        comm.close(data);
-      }
+      action();
       return true;
     } catch (error) {
-      console.debug(`mini_magic: sending ${type} failed`, error);
+      console.debug(`mini_magic: ${what} failed`, error);
       this._drop(comm);
       return false;
     }
@@ -192,16 +179,16 @@ export class KernelRuns {
     }
   }
 
-  /** Let go of a comm this page opened: closed in the kernel if it was opened there, else only here. */
+  /** Let go of a comm this page opened: closed in the kernel too while the kernel is there. */
   private _release(comm: Kernel.IComm): void {
     if (comm.isDisposed) {
       return;
     }
     comm.onClose = () => undefined;
-    if (this._opened.has(comm) && !this._kernel.isDisposed) {
-      this._post(comm, 'comm_close', {});
-    } else {
+    if (this._kernel.isDisposed) {
       comm.dispose();
+    } else {
+      this._try(comm, 'closing the comm', () => comm.close());
     }
   }
 
@@ -237,7 +224,7 @@ export class KernelRuns {
     if (comm === null || comm.isDisposed || !this.model.connected) {
       return false;
     }
-    return this._post(comm, 'comm_msg', message as any);
+    return this._try(comm, 'sending on the comm', () => comm.send(message as any));
   }
 
   private _onStatus(_: unknown, status: Kernel.Status): void {
@@ -288,7 +275,6 @@ export class KernelRuns {
   private _cancels: CancelRequests;
   private _comm: Kernel.IComm | null = null;
   private _ownComm = false;
-  private _opened = new WeakSet<Kernel.IComm>();
   private _foreground: string | null = null;
   private _foregroundKnown = false;
   private _restarted = false;
