@@ -22,6 +22,8 @@ import logging
 import threading
 from typing import Any
 
+import comm as comm_package  # ipykernel's dependency: always there where a kernel is
+
 from .execution import request_cancel
 from .runs import RunRecord, RunRegistry
 from .ui import handle_messages_where_they_arrive
@@ -76,8 +78,6 @@ class StatusChannel:
         without the extension ignore the comm (JupyterLab closes it at once).
         """
         try:
-            import comm as comm_package
-
             with self._lock:
                 self._keep(comm_package.create_comm(target_name=TARGET, data=self.snapshot()))
         except Exception:  # noqa: BLE001 - no frontend, no comm: nothing is lost
@@ -134,11 +134,11 @@ class StatusChannel:
         if comm is None:
             return
         self._forget(comm)
+        comm._closed = True
+        manager = _comm_manager()
         try:
-            import comm as comm_package
-
-            comm._closed = True
-            comm_package.get_comm_manager().unregister_comm(comm)
+            if manager is not None:
+                manager.unregister_comm(comm)
         except Exception:  # noqa: BLE001 - already unregistered
             pass
 
@@ -151,14 +151,17 @@ class StatusChannel:
                 self._forget_silently(comm)
 
 
+def _comm_manager() -> Any:
+    """The kernel's comm manager, or None where there is none (plain IPython)."""
+    try:
+        return comm_package.get_comm_manager()
+    except Exception:  # noqa: BLE001 - no kernel, no comms
+        return None
+
+
 def register(shell: Any, channel: StatusChannel) -> bool:
     """Register the comm target with the kernel's comm manager (False outside a kernel)."""
-    try:
-        import comm as comm_package
-
-        manager = comm_package.get_comm_manager()
-    except Exception:  # noqa: BLE001 - plain IPython has no comms
-        return False
+    manager = _comm_manager()
     if manager is None or getattr(shell, "kernel", None) is None:
         return False
     manager.register_target(TARGET, channel.open)
@@ -167,9 +170,9 @@ def register(shell: Any, channel: StatusChannel) -> bool:
 
 
 def unregister(channel: StatusChannel) -> None:
+    manager = _comm_manager()
     try:
-        import comm as comm_package
-
-        comm_package.get_comm_manager().unregister_target(TARGET, channel.open)
-    except Exception:  # noqa: BLE001 - nothing was registered (no kernel)
+        if manager is not None:
+            manager.unregister_target(TARGET, channel.open)
+    except Exception:  # noqa: BLE001 - nothing was registered
         pass
