@@ -22,8 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from . import wire, worker_hither
 from .closure import CellAnalysis
 from .callbacks import Hither, HitherHandle
@@ -44,7 +42,7 @@ _SYSTEM_PATHS = tuple(
 _OPEN_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
 
 
-class _RecordingPickler(cloudpickle.Pickler):
+class _RecordingPickler(wire.Pickler):
     """Notes the modules of classes and functions pickled by reference: those modules must import remotely."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

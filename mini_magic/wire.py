@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import marshal
 import pickle
 import platform
 import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -80,6 +82,26 @@ class PackedValues:
         return values
 
 
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects keep the file name and lines they were compiled from.
+
+    A remote traceback finds the source of a notebook function through its code object's ``co_filename`` (the
+    cell's ``<ipython-input-…>`` name, whose text travels in :attr:`Job.linecache`). How cloudpickle rebuilds a code
+    object is its own business and changes between releases (3.1.3 renames every file to ``<dynamic-code>``), so code
+    objects travel as :mod:`marshal` data instead: the ``.pyc`` format, which keeps every attribute, nested code
+    included, and is stable within a Python minor version, the same minor version the job header requires on both
+    sides.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            try:
+                return marshal.loads, (marshal.dumps(obj),)
+            except ValueError:  # a constant marshal cannot write (only hand-built code has one): cloudpickle's way
+                pass
+        return super().reducer_override(obj)
+
+
 class UnpackAborted(Exception):
     """A value was not rebuilt because an earlier value in the same stream failed."""
 
@@ -111,7 +133,7 @@ def pack_values(
     while True:
         stream = io.BytesIO()
         buffers: list[pickle.PickleBuffer] = []
-        factory = pickler_factory or cloudpickle.Pickler
+        factory = pickler_factory or Pickler
         pickler = factory(stream, protocol=PICKLE_PROTOCOL, buffer_callback=buffers.append)
         failed: str | None = None
         for name, value in remaining.items():

@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import traceback
 
 import numpy as np
 import pytest
@@ -43,6 +44,30 @@ def test_large_buffers_go_out_of_band_and_round_trip() -> None:
     assert len(packed.data) < 10_000  # the 8 MB of data is not inside the pickle stream
     assert sum(memoryview(b).nbytes for b in packed.buffers) == array.nbytes
     np.testing.assert_array_equal(packed.unpack()["x"], array)
+
+
+NOTEBOOK_CELL = "<ipython-input-7-0123456789ab>"  # a notebook cell's file name: there is no such file
+
+
+def test_functions_keep_their_notebook_file_name_and_lines() -> None:
+    """Remote tracebacks find a notebook function's source by its code object's file name and line numbers, whatever
+    the installed cloudpickle does to code objects (3.1.3 renames them all to <dynamic-code>)."""
+    source = "\n\n".join([
+        "def outer(v):\n    inner = lambda w: 1 / w\n    return inner(v)",
+        "class Model:\n    def step(self):\n        raise KeyError('in step')",
+    ])
+    namespace: dict[str, object] = {"__name__": "a_notebook_not_importable_anywhere"}
+    exec(compile(source, NOTEBOOK_CELL, "exec"), namespace)  # noqa: S102 - defining test functions
+    packed, _ = wire.pack_values({"outer": namespace["outer"], "Model": namespace["Model"]})
+    out = packed.unpack()
+    assert out["outer"] is not namespace["outer"]  # pickled by value, as notebook functions are
+    lam = next(c for c in out["outer"].__code__.co_consts if hasattr(c, "co_filename"))
+    step = out["Model"].step.__code__
+    assert {out["outer"].__code__.co_filename, lam.co_filename, step.co_filename} == {NOTEBOOK_CELL}
+    assert (out["outer"].__code__.co_firstlineno, step.co_firstlineno) == (1, 6)
+    with pytest.raises(ZeroDivisionError) as info:
+        out["outer"](0)
+    assert [(f.filename, f.lineno) for f in traceback.extract_tb(info.tb)[-2:]] == [(NOTEBOOK_CELL, 3), (NOTEBOOK_CELL, 2)]
 
 
 def test_pack_failure_names_the_variable() -> None:
