@@ -16,10 +16,10 @@ def main(source: str, target: str) -> int:
     NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True).execute()
     nbformat.write(nb, target)
     failed = False
-    for index, cell in enumerate(nb.cells):
+    for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        print(f"\n\x1b[1mIn [{index}]\x1b[0m {cell.source}")
+        print(f"\n\x1b[1mIn [{cell.execution_count}]:\x1b[0m {cell.source}")
         for out in cell.get("outputs", []):
             if out.output_type == "stream":
                 print(out.text, end="")

@@ -12,11 +12,12 @@ import threading
 import time
 from typing import Any
 
-from .execution import ActiveRun, CellContext, abandon, drain, end_run, request_cancel, start_run
+from .execution import ActiveRun, CellContext, OutputSink, abandon, drain, end_run, request_cancel, start_run
+from .extension import NotebookSink
 from .outcome import Outcome, assign
 from .routing import ROUTE, append_display, append_stream, install
 from .runs import RunRecord, RunState
-from .ui import RunPanel
+from .ui import RunPanel, describe
 
 _TICK = 0.5
 
@@ -61,11 +62,22 @@ class PanelSink:
         pass
 
 
+class TerminalSink(NotebookSink):
+    """A background run's output in a terminal IPython (no widgets): written to the terminal as it arrives, as a
+    shell job's is. Its trailing value is shown as a display, never through the displayhook (no ``Out[n]``: the
+    prompt has moved on)."""
+
+    def show_value(self, value: Any) -> None:
+        data, _ = self.shell.display_formatter.format(value)
+        self.show_bundle(data)
+
+
 class Run:
     """Handle of a background run: ``state``, ``elapsed``, ``wait()``, ``result()``, ``cancel()``, ``assign()``."""
 
-    def __init__(self, active: ActiveRun, panel: RunPanel, namespace: dict[str, Any], name: str | None,
+    def __init__(self, active: ActiveRun, panel: RunPanel | None, namespace: dict[str, Any], name: str | None,
                  grace: float) -> None:
+        """``panel`` is None in a terminal IPython, where the run writes to the terminal (:class:`TerminalSink`)."""
         self._active = active
         self._panel = panel
         self._namespace = namespace
@@ -78,14 +90,16 @@ class Run:
         self._thread.start()
 
     def _drain(self) -> None:
-        ROUTE.set(self._panel.output)  # this thread's (and its async callbacks') prints go to the panel
+        panel = self._panel
+        if panel is not None:
+            ROUTE.set(panel.output)  # this thread's (and its async callbacks') prints go to the panel
         last_tick = 0.0
 
         def tick() -> None:
             nonlocal last_tick
-            if time.monotonic() - last_tick >= _TICK:
+            if panel is not None and time.monotonic() - last_tick >= _TICK:
                 last_tick = time.monotonic()
-                self._panel.update(self.record)
+                panel.update(self.record)
 
         try:
             terminal, reason = drain(self._active, grace=self._grace, on_tick=tick)
@@ -95,10 +109,13 @@ class Run:
             self._outcome = Outcome(RunState.FAILED, exc)
         error = self._outcome.error
         if error is not None:
-            append_stream(self._panel.output, "stderr", _error_text(error))
+            self._active.sink.stderr(_error_text(error))
         elif self._outcome.trailing:
             self._active.sink.show_value(self._outcome.trailing[0])
-        self._panel.update(self.record)
+        if panel is not None:
+            panel.update(self.record)
+        else:
+            self._active.sink.stderr(f"background run {self.label}: {describe(self.record)}\n")
         self._done.set()
 
     @property
@@ -161,18 +178,23 @@ def _error_text(error: BaseException) -> str:
 def start_background(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
                      registry: Any, context: CellContext, name: str | None, grace: float) -> Run:
     """Submit a background run and display its panel in the current cell (on the main thread)."""
+    context = dataclasses.replace(context, background=True)
+    if not context.widgets:
+        active = start_run(source, namespace, options, backend=backend, registry=registry,
+                           sink=TerminalSink(shell), context=context)
+        return Run(active, None, namespace, name, grace)
     import ipywidgets
 
     install(shell)
     output = ipywidgets.Output()
-    sink = PanelSink(output, shell)
+    sink: OutputSink = PanelSink(output, shell)
     holder: dict[str, Any] = {}
 
-    def attach(widget: Any) -> None:
-        holder["panel"].attach(widget)
+    def attach(bar: Any) -> None:
+        holder["panel"].attach(bar)
 
-    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink,
-                       context=dataclasses.replace(context, background=True), attach=attach)
+    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
+                       attach=attach)
     panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True, output=output)
     holder["panel"] = panel
     panel.show()

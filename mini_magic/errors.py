@@ -19,6 +19,7 @@ otherwise do they become :class:`RemoteError`. Every error message names the sid
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from IPython.core.error import UsageError
 
@@ -107,5 +108,35 @@ warnings.simplefilter("always", ThitherWarning)
 
 
 def warn(message: str) -> None:
-    """Warn as ``%%thither: ThitherWarning: message``, without pointing at mini_magic's own source lines."""
+    """Warn about the cell (a normal warning: filters, ``pytest.warns`` and ``-W error`` apply), never pointing at
+    mini_magic's own source lines; shown as ``ThitherWarning: message`` while the extension is loaded."""
     warnings.warn_explicit(message, ThitherWarning, filename="%%thither", lineno=0, module="mini_magic")
+
+
+def show_warnings_plainly() -> None:
+    """Show ThitherWarnings as ``ThitherWarning: message``, without the ``%%thither:0:`` file-and-line prefix that
+    the standard format gives a warning with no source line. Other warnings show as before.
+
+    ``warnings.formatwarning`` is documented as the function to replace for this. Only the text changes: filters,
+    ``-W error`` and recorders (``catch_warnings(record=True)``, ``pytest.warns``) work as before. The previous
+    function formats every other warning, and :func:`restore_warnings` puts it back. Idempotent.
+    """
+    if hasattr(warnings.formatwarning, "mini_magic_previous"):
+        return
+    previous = warnings.formatwarning
+
+    def formatwarning(message: Any, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+        if issubclass(category, ThitherWarning):
+            return f"{category.__name__}: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    formatwarning.mini_magic_previous = previous  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
+
+
+def restore_warnings() -> None:
+    previous = getattr(warnings.formatwarning, "mini_magic_previous", None)
+    if previous is not None:
+        warnings.formatwarning = previous
+

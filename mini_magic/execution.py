@@ -56,6 +56,7 @@ class CellContext:
     label: str | None = None
     hither_interval: float = 0.02  # the backend's batching interval for hither calls
     background: bool = False  # a --bg run: never the kernel's foreground cell, so never stopped by an interrupt
+    widgets: bool = True  # False in a terminal IPython (no kernel): no panel, text progress bars
 
 
 @dataclass
@@ -197,7 +198,8 @@ def start_run(
         raise
     if handle.remote_id:
         registry.update(record.run_id, remote_id=handle.remote_id)
-    active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers, ProgressMirror(attach))
+    active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
+                       ProgressMirror(attach, widgets=context.widgets))
     _ACTIVE[record.run_id] = active
     return active
 
@@ -313,7 +315,7 @@ def run_cell(
 
     def tick() -> None:
         nonlocal panel
-        if panel is None and show_panel and time.monotonic() - active.started >= PANEL_DELAY:
+        if panel is None and show_panel and context.widgets and time.monotonic() - active.started >= PANEL_DELAY:
             from .ui import RunPanel
 
             panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=False)

@@ -10,6 +10,7 @@ from typing import Any
 from .backends import Backend, backend_classes
 from .backends.base import RunOptions
 from .config import Thither
+from .errors import restore_warnings, show_warnings_plainly
 from .runs import RunRegistry
 
 log = logging.getLogger("mini_magic")
@@ -91,6 +92,7 @@ def load(shell: Any) -> None:
 
     if id(shell) in _STATE:
         return
+    show_warnings_plainly()
     state = ExtensionState(shell)
     _STATE[id(shell)] = state
     shell.register_magics(ThitherMagics(shell, state))
@@ -143,4 +145,6 @@ def unload(shell: Any) -> None:
     from .routing import uninstall
 
     uninstall()
+    if not _STATE:
+        restore_warnings()
 

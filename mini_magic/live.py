@@ -33,14 +33,21 @@ def progress(total: float | None = None, desc: str | None = None, unit: str = "i
     """A local ``tqdm.notebook`` bar; remote code calls ``bar()`` / ``bar(n)`` / ``bar(loss=0.1)`` (postfix)."""
     from tqdm.notebook import tqdm
 
-    with tqdm(total=total, desc=desc, unit=unit) as bar:
+    from .ui import show_bar
 
-        def step(n: float = 1, **postfix: Any) -> None:
-            if postfix:
-                bar.set_postfix(postfix, refresh=False)
-            bar.update(n)
+    bar = tqdm(total=total, desc=desc, unit=unit, display=False)
+    view = show_bar(bar)
 
+    def step(n: float = 1, **postfix: Any) -> None:
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
+        bar.update(n)
+
+    try:
         yield step
+    finally:
+        bar.close()
+        view.refresh()  # where widgets do not render, the notebook keeps the final count
 
 
 @hither
@@ -50,14 +57,17 @@ def live_plot(*metrics: str, title: str | None = None, xlabel: str = "step", red
     """A line plot that redraws in place; remote code calls ``plot(step, loss=..., acc=...)``.
 
     Drawn with matplotlib's object API (no pyplot state) into an ``ipywidgets.Image``, whose value can be updated
-    from any thread, so it also works for background runs.
+    from any thread, so it also works for background runs. Where widgets do not render (nbconvert, GitHub), the
+    output keeps the final figure as a PNG and a line of text.
     """
+    import base64
+
     import ipywidgets
-    from IPython.display import display
     from matplotlib.figure import Figure
 
+    from .ui import TextView
+
     image = ipywidgets.Image(format="png")
-    display(image)
     figure = Figure(figsize=figsize)
     axes = figure.add_subplot()
     series: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in metrics}
@@ -86,6 +96,17 @@ def live_plot(*metrics: str, title: str | None = None, xlabel: str = "step", red
         if time.monotonic() - last_draw >= redraw_every:
             draw()
 
+    def fallback() -> dict[str, Any]:
+        points = max((len(xs) for xs, _ in series.values()), default=0)
+        text = f"live plot{': ' + title if title else ''} ({', '.join(series) or 'no metrics'}; {points} points)"
+        png = {"image/png": base64.b64encode(image.value).decode("ascii")} if points else {}
+        return {"text/plain": text, **png}
+
     draw()
-    yield update
-    draw()
+    view = TextView(image, fallback)
+    view.show()
+    try:
+        yield update
+    finally:
+        draw()
+        view.refresh()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
-import sys
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -20,6 +19,7 @@ from .config import DEFAULT_TIMEOUT
 from .errors import ThitherUsageError
 from .execution import CellContext, run_cell
 from .local_resources import parse_volume
+from .ui import runs_table
 
 if TYPE_CHECKING:
     from .extension import ExtensionState
@@ -169,6 +169,7 @@ class ThitherMagics(Magics):
             msg_id=(parent.get("header") or {}).get("msg_id"),
             execution_count=_current_count(self.shell),
             label=first[:80] or None,
+            widgets=kernel is not None,  # a terminal IPython has no frontend that could render a widget
         )
 
     def _line_command(self, line: str) -> None:
@@ -179,10 +180,7 @@ class ThitherMagics(Magics):
             registry = self.state.registry
             records = registry.recent(int(numbers[0]) if numbers else 20,
                                       kernel_id=None if show_all else registry.kernel_id)
-            for record in records:
-                elapsed = f"{record.elapsed:.2f}s" if record.elapsed is not None else "-"
-                print(f"{record.run_id}  {record.state.value:9}  {record.backend:6}  {elapsed:>9}  "
-                      f"{record.label or ''}  {record.error or ''}", file=sys.stdout)
+            print(runs_table(records, with_kernel=show_all))
             return
         if words[:1] == ["attach"] and len(words) == 2:
             self._attach(words[1])

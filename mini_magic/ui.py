@@ -3,14 +3,20 @@ run — its own output area and progress bars.
 
 Widgets are created on the kernel's main thread (creating widgets from other threads is unreliable); afterwards
 only traits are set, which is safe from any thread (ipykernel queues the messages on its IO thread).
+
+Every widget shown here also carries a readable ``text/plain`` form, kept current at the moments that matter: where
+no widget manager renders it (nbconvert, GitHub's notebook view, editors without widget support) the notebook keeps
+only that text, so it says what the widget would show ("✔ done · local · 00:03 · run 1a2b…", "epochs: 100%|…|
+100/100") instead of ``VBox(children=(HBox(…``.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from .routing import ROUTE
 from .runs import RunRecord, RunState
 
 _ICONS = {
@@ -34,6 +40,41 @@ def format_elapsed(seconds: float | None) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return (f"{hours}:" if hours else "") + "%02d:%02d" % divmod(rest, 60)
+
+
+def format_duration(seconds: float | None) -> str:
+    """A run's length for tables: ``<1 ms``, ``12 ms``, ``3.41 s``, ``02:05``, ``1:02:05`` (a fast run is never ``0.00s``)."""
+    if seconds is None:
+        return "-"
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return format_elapsed(seconds)
+
+
+def runs_table(records: Iterable[RunRecord], *, with_kernel: bool) -> str:
+    """``%thither runs``: one row a run, newest first, under a header; ``with_kernel`` adds the kernel's id."""
+    header = ["RUN", "STATE", "BACKEND", *(["KERNEL"] if with_kernel else []), "TIME", "CELL", "ERROR"]
+    rows = [header]
+    for record in records:
+        row = [record.run_id, record.state.value, record.backend]
+        if with_kernel:
+            row.append((record.kernel_id or "-")[:8])
+        row += [format_duration(record.elapsed), (record.label or "")[:40], (record.error or "")[:80]]
+        rows.append(row)
+    if len(rows) == 1:
+        return "no runs recorded yet"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    time_column = header.index("TIME")
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(width) if i == time_column else cell.ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 def describe(record: RunRecord) -> str:
@@ -60,6 +101,68 @@ def handle_messages_where_they_arrive(comm: Any) -> None:
     comm._reply_subshell_for = lambda data, default: default
 
 
+class TextView:
+    """A widget displayed with fallback forms of our own, which :meth:`refresh` re-publishes.
+
+    The display carries ipywidgets' own view bundle (its ``_repr_mimebundle_``, IPython's public display protocol)
+    with ``fallback()``'s entries added — always ``text/plain``, maybe an ``image/png`` — and :meth:`refresh` is an
+    ``update_display`` of that display id, which frontends with a widget manager re-render from the same model and
+    the others store as the output's new content.
+    """
+
+    def __init__(self, widget: Any, fallback: Callable[[], dict[str, Any]]) -> None:
+        self.widget = widget
+        self.fallback = fallback
+        self._handle: Any = None
+
+    def bundle(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if getattr(self.widget, "comm", None) is not None:  # a closed widget (a finished leave=False bar) has no view
+            data.update(self.widget._repr_mimebundle_())
+        data.update(self.fallback())
+        return data
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        self._handle = display(self.bundle(), raw=True, display_id=True)
+
+    def refresh(self) -> None:
+        if self._handle is None:
+            return
+        token = ROUTE.set(None)  # from a background run's drainer: this display is the cell's, not the panel's
+        try:
+            self._handle.update(self.bundle(), raw=True)
+        finally:
+            ROUTE.reset(token)
+
+
+def show_bar(bar: Any) -> TextView:
+    """Display a ``tqdm.notebook`` bar made with ``display=False``; refresh the view once it is closed, so that its
+    text form is the final count (an unfinished ``leave=False`` bar leaves no text)."""
+    def text() -> str:
+        closed = bar.disable  # tqdm's close() disables the bar
+        return "" if closed and not bar.leave else str(bar)
+
+    view = TextView(bar.container, lambda: {"text/plain": text()})
+    view.show()
+    return view
+
+
+def outputs_text(outputs: Iterable[dict[str, Any]], limit: int = 4000) -> str:
+    """The text of an Output widget's outputs (streams, and the text/plain of displays), its last ``limit`` chars."""
+    parts = []
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        else:
+            text = (output.get("data") or {}).get("text/plain")
+            if text:
+                parts.append(text if text.endswith("\n") else text + "\n")
+    text = "".join(parts)
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
 class RunPanel:
     def __init__(self, record: RunRecord, *, on_cancel: Callable[[], bool], background: bool,
                  output: Any = None) -> None:
@@ -82,24 +185,40 @@ class RunPanel:
         if getattr(self.cancel_button, "comm", None) is not None:
             handle_messages_where_they_arrive(self.cancel_button.comm)
         self.bars = widgets.VBox()
+        self._bars: list[Any] = []  # the tqdm bars shown in self.bars
         self.output = (output or widgets.Output()) if background else None
         rows: list[Any] = [widgets.HBox([self.status, self.cancel_button]), self.hint, self.bars]
         if self.output is not None:
             rows.append(self.output)
         self.widget = widgets.VBox(rows)
+        self.view = TextView(self.widget, lambda: {"text/plain": self.text()})
+        self._final_shown = False
+        self.record = record
         self.update(record)
 
     def show(self) -> None:
-        from IPython.display import display
+        self.view.show()
 
-        display(self.widget)
+    def text(self) -> str:
+        """What the panel shows, as text: the state line, the bars, and a background run's output."""
+        lines = [describe(self.record), *(str(bar) for bar in self._bars)]
+        text = "\n".join(lines)
+        if self.output is not None and self.output.outputs:
+            text += "\n" + outputs_text(self.output.outputs).rstrip("\n")
+        return text
 
     def update(self, record: RunRecord) -> None:
+        self.record = record
         colour = _COLOURS.get(record.state, "inherit")
         self.status.value = (f"<span style='font-family: var(--jp-code-font-family, monospace); color: {colour}'>"
                              f"{html.escape(describe(record))}</span>")
         if record.state.terminal:
             self.cancel_button.disabled = True
+            if not self._final_shown:
+                self._final_shown = True
+                self.view.refresh()
 
-    def attach(self, widget: Any) -> None:
-        self.bars.children = (*self.bars.children, widget)
+    def attach(self, bar: Any) -> None:
+        """Show a mirrored tqdm bar (a ``tqdm.notebook`` bar) in the panel."""
+        self._bars.append(bar)
+        self.bars.children = (*self.bars.children, bar.container)

@@ -51,3 +51,23 @@ def test_notebook_runs(path: Path, workdir: Path) -> None:
         assert any("image/png" in o.get("data", {}) for o in outputs), "the remote figure did not come back"
         assert "100 calls arrived" in text  # every hither call of the remote loop reached the kernel
         assert "done {" in text and "'answer': 42" in text  # the background run finished with its result
+        assert_reads_well_without_widgets(nb)
+
+
+WIDGET_REPRS = ("Box(children", "HTML(value", "Image(value", "FloatProgress(", "Output(", "Button(")
+
+
+def assert_reads_well_without_widgets(nb: nbformat.NotebookNode) -> None:
+    """What nbconvert, GitHub's notebook view or an editor without widgets shows: text, never a widget's repr."""
+    from nbconvert import MarkdownExporter
+
+    text, _ = MarkdownExporter().from_notebook_node(nb)
+    for widget_repr in WIDGET_REPRS:
+        assert widget_repr not in text, f"a widget shows as its repr ({widget_repr}…) without a widget manager"
+    assert "epochs: 100%" in text and "100/100" in text and "| 0/100" not in text  # the bar's final state
+    plots = [o.data for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.get("data", {}).get("text/plain", "").startswith("live plot: live training loss")]
+    assert plots and "image/png" in plots[0]  # the live plot's final figure, and its text
+    assert plots[0]["text/plain"] == "live plot: live training loss (loss; 100 points)"
+    assert "✔ done · local" in text and "background step 2" in text  # the background run's panel, finished
+    assert "ThitherWarning: --gpu any" in text and "%%thither:0:" not in text
