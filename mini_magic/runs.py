@@ -149,6 +149,18 @@ def _json_profile(profile: Any) -> dict:
     return normal
 
 
+def _make_private(path: Path) -> None:
+    """Make the store and its ``-wal``/``-shm`` files 0600 whatever the directory's mode and the umask: records
+    hold errors and crash logs. sqlite gives the files it creates next to the store the store's own mode, so
+    creating the store 0600 first (and tightening files an older version left) is enough."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (str(path), f"{path}-wal", f"{path}-shm"):
+        try:
+            os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def _one_line(error: str | None) -> str | None:
     if error is None:
         return None
@@ -180,6 +192,7 @@ class RunRegistry:
         if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
+        _make_private(self.path)
         self.kernel_id = kernel_id
         self.keep = keep
         self._lock = threading.Lock()

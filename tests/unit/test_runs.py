@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -448,6 +449,25 @@ def test_default_path_uses_mini_magic_home(tmp_path: Path, monkeypatch: pytest.M
     with RunRegistry() as reg:
         assert reg.path == home / "runs.sqlite"
     assert (home / "runs.sqlite").exists() and (home.stat().st_mode & 0o777) == 0o700
+
+
+def test_store_files_are_private_whatever_the_home_s_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run records name cells, errors and crash logs: only the owner may read them, even in a shared home."""
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o777)
+    monkeypatch.setenv("MINI_MAGIC_HOME", str(home))
+    old_umask = os.umask(0)  # nothing filters the modes sqlite asks for
+    try:
+        (home / "runs.sqlite-wal").write_bytes(b"")  # left behind, world-readable, by an older version
+        (home / "runs.sqlite-wal").chmod(0o666)
+        with RunRegistry() as reg:
+            reg.finish(reg.create(backend="local", profile=PROFILE).run_id, RunState.CANCELLED)
+            reg.flush()
+            modes = {f.name: f.stat().st_mode & 0o777 for f in home.iterdir()}
+    finally:
+        os.umask(old_umask)
+    assert modes == {"runs.sqlite": 0o600, "runs.sqlite-wal": 0o600, "runs.sqlite-shm": 0o600}, modes
 
 
 # -- serialisation ---------------------------------------------------------------------------------------
