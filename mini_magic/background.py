@@ -7,16 +7,18 @@ the main thread's cell, never these runs (their workers are in their own process
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 from typing import Any
 
+from .errors import RunCancelled
 from .execution import ActiveRun, CellContext, OutputSink, abandon, drain, end_run, request_cancel, start_run
 from .extension import NotebookSink
 from .outcome import Outcome, assign
 from .routing import ROUTE, append_display, append_stream, install
-from .runs import RunRecord, RunState
+from .runs import RegistryClosed, RunRecord, RunState
 from .ui import RunPanel, describe
 
 _TICK = 0.5
@@ -104,6 +106,8 @@ class Run:
         try:
             terminal, reason = drain(self._active, grace=self._grace, on_tick=tick)
             self._outcome = end_run(self._active, terminal, reason)
+        except RegistryClosed:
+            self._outcome = self._ended_by_close()
         except BaseException as exc:  # noqa: BLE001 - the drainer must record every ending
             abandon(self._active, exc)
             self._outcome = Outcome(RunState.FAILED, exc)
@@ -117,6 +121,17 @@ class Run:
         else:
             self._active.sink.stderr(f"background run {self.label}: {describe(self.record)}\n")
         self._done.set()
+
+    def _ended_by_close(self) -> Outcome:
+        """The extension closed under this run (kernel shutdown or restart, ``%unload_ext``) and its registry has
+        ended the record with the reason: stop what is left of the run, recording nothing more. A detached run is
+        left running (only this kernel stopped following it; ``%thither attach`` picks it up again)."""
+        record = self.record
+        error = RunCancelled(f"{record.error or 'the extension was closed'}; nothing was assigned.")
+        if not record.detached:
+            with contextlib.suppress(RegistryClosed):
+                abandon(self._active, error)
+        return Outcome(RunState.CANCELLED, error)
 
     @property
     def record(self) -> RunRecord:

@@ -73,7 +73,15 @@ class ExtensionState:
             self._backends[name] = backend_classes()[name].from_config(self.config, self.shell)
         return self._backends[name]
 
-    def close(self) -> None:
+    def close(self, why: str = "exited") -> None:
+        """End this kernel's runs, then stop everything. ``why`` completes "kernel pid N on HOST ...", the reason
+        recorded for each run still active (e.g. "restarted").
+
+        The registry closes first: it records every unfinished run as cancelled for that reason (and then accepts no
+        other ending), so the endings the backends' close provokes (workers killed) cannot overwrite it, and a
+        detached run's record stays open for ``%thither attach``. Idempotent.
+        """
+        self.registry.close(f"{self.registry.owner} {why}")
         self.status.close()
         for backend in self._backends.values():
             try:
@@ -81,7 +89,6 @@ class ExtensionState:
             except Exception:  # noqa: BLE001 - closing must go on for the others
                 log.exception("closing backend %s failed", backend.name)
         self._backends.clear()
-        self.registry.close()
 
 
 _STATE: dict[int, ExtensionState] = {}
@@ -119,7 +126,7 @@ def _close_on_kernel_shutdown(shell: Any, state: ExtensionState) -> None:
 
     def do_shutdown(restart: bool) -> Any:
         try:
-            state.close()
+            state.close("restarted" if restart else "shut down")
         except Exception:  # noqa: BLE001 - shutting down must go on
             log.exception("closing mini_magic at kernel shutdown failed")
         return original(restart)
@@ -141,7 +148,7 @@ def unload(shell: Any) -> None:
     from .status import unregister
 
     unregister(state.status)
-    state.close()
+    state.close("unloaded mini_magic (%unload_ext)")
     from .routing import uninstall
 
     uninstall()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -113,8 +114,10 @@ class ThitherMagics(Magics):
                 f"--backend {backend!r} is not available; choose one of: {', '.join(backend_classes())}."
             )
         timeout = config.timeout if args.timeout is None else args.timeout
-        if timeout < 0:
-            raise ThitherUsageError("--timeout must be 0 (no limit) or a positive number of seconds.")
+        if not math.isfinite(timeout) or timeout < 0:  # float() parses 'nan' and 'inf'; no limit is 0
+            source = "--timeout" if args.timeout is not None else "%config Thither.timeout"
+            raise ThitherUsageError(f"{source} {timeout}: give 0 (no limit) or a finite positive number of seconds, "
+                                    "e.g. --timeout 3600.")
         extra = {k: v for k, v in vars(args).items() if k not in _CORE and v is not None}
         return RunOptions(
             backend=backend,
@@ -178,6 +181,7 @@ class ThitherMagics(Magics):
             show_all = "--all" in words
             numbers = [w for w in words[1:] if w.isdigit()]
             registry = self.state.registry
+            registry.reconcile()  # runs of kernels that died since this one started are shown as lost
             records = registry.recent(int(numbers[0]) if numbers else 20,
                                       kernel_id=None if show_all else registry.kernel_id)
             print(runs_table(records, with_kernel=show_all))

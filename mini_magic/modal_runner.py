@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from . import wire
+from .scrub import Scrubber
 from .worker import Worker
 from .worker_io import EventSender, OutputCapture
 
@@ -101,12 +102,18 @@ class ItemDecoder:
 
 
 class _Container:
-    """What a container keeps between runs: the fd capture, the display bridge and the tqdm hook."""
+    """What a container keeps between runs: the fd capture, the display bridge, the tqdm hook, and the scrubber.
+
+    The scrubber gathers the values of every run's secret keys (``Job.secret_keys``: the values of a
+    ``modal.Secret`` exist only in this container's environment) and masks them, for the container's whole life,
+    in every event and in what goes to the runtime's log.
+    """
 
     def __init__(self) -> None:
         from . import worker_display, worker_tqdm
 
-        self.events = EventSender(lambda events: None)
+        self.scrubber = Scrubber()
+        self.events = EventSender(lambda events: None, self.scrubber)
         fallback = os.dup(2)  # the runtime's own log stays where Modal collects it
         self.capture = OutputCapture(self.events, fallback)
         self.worker = Worker(self.events, self.capture)
@@ -126,7 +133,7 @@ def run_job(frames: list[bytes], queue: Any, partition: str, volumes: list[Any] 
             _container = _Container()
         container = _container
         sender = QueueSender(queue, partition)
-        events = EventSender(sender.send)
+        events = EventSender(sender.send, container.scrubber)
         container.worker.sender = events
         container.capture.sender = events
         container.worker.display.emit = events.emit

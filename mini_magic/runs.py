@@ -5,10 +5,15 @@ background writer thread, so a foreground cell never waits on disk (or on anothe
 database lock). Several kernels may share one database file: each writes its own rows, sqlite's busy
 timeout serialises the writers and WAL mode keeps readers unblocked.
 
-Records that a previous process left non-terminal (a crashed or restarted kernel) are left exactly as
-they are: they show up in :meth:`RunRegistry.recent` and :meth:`RunRegistry.get`, and it is up to the
-reattach logic to decide whether such a run is still alive remotely. Calling :meth:`RunRegistry.start`,
-:meth:`~RunRegistry.update` or :meth:`~RunRegistry.finish` on such a run adopts it into this registry.
+Every record reaches a terminal state. Each one stores its owner (host, pid and start time of the process
+that created it, see owner.py). :meth:`RunRegistry.close` ends the owner's unfinished runs as ``cancelled``
+with the reason (the kernel shut down, restarted, unloaded the extension). A kernel that died without closing
+(``kill -9``, a crash) cannot do that, so every registry, when it opens (and :meth:`RunRegistry.reconcile` on
+demand), marks the unfinished runs of dead owners on its own host as ``failed`` with ``lost: kernel pid N on
+HOST died``. Detached runs (``--detach``) are the exception to both: they outlive their kernel by design, so
+only their remote call decides how they end (``%thither attach``). Calling :meth:`RunRegistry.start`,
+:meth:`~RunRegistry.update` or :meth:`~RunRegistry.finish` on a run of an earlier kernel adopts it into this
+registry.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import enum
 import heapq
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -29,6 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .owner import Owner
 
 log = logging.getLogger("mini_magic.runs")
 
@@ -43,6 +51,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at);
 """
 _SELECT_ONE = "SELECT data FROM runs WHERE run_id = ?"
+_SELECT_UNFINISHED = "SELECT data FROM runs WHERE state IN ('queued', 'running')"
 _UPSERT = (
     "INSERT INTO runs (run_id, kernel_id, state, created_at, data) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (run_id) DO UPDATE SET kernel_id = excluded.kernel_id, state = excluded.state, "
@@ -69,6 +78,10 @@ _TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.QUEUED: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
     RunState.RUNNING: frozenset({RunState.DONE, RunState.FAILED, RunState.CANCELLED}),
 }
+
+
+class RegistryClosed(RuntimeError):
+    """A transition reached a registry after :meth:`RunRegistry.close`, which has already ended its runs."""
 
 
 class InvalidTransition(ValueError):
@@ -103,6 +116,13 @@ class RunRecord:
     background: bool = False
     execution_count: int | None = None
     progress: dict | None = None  # the newest remote tqdm bar: {"n", "total", "desc"}
+    owner: Owner | None = None  # the process that created the run; None in records of older versions
+
+    @property
+    def detached(self) -> bool:
+        """Whether the run was started to outlive its kernel (``--detach``): then only its remote call, never the
+        kernel's end, decides how it ends."""
+        return self.profile.get("detach") is True
 
     @property
     def elapsed(self) -> float | None:
@@ -119,6 +139,7 @@ class RunRecord:
         d["profile"] = copy.deepcopy(self.profile)
         d["outputs"] = list(self.outputs)
         d["progress"] = copy.deepcopy(self.progress)
+        d["owner"] = self.owner.to_json() if self.owner is not None else None
         return d
 
     @classmethod
@@ -129,6 +150,7 @@ class RunRecord:
         kwargs["state"] = RunState(kwargs.get("state", RunState.QUEUED))
         kwargs["profile"] = dict(kwargs.get("profile") or {})
         kwargs["outputs"] = list(kwargs.get("outputs") or [])
+        kwargs["owner"] = Owner.from_json(kwargs.get("owner"))
         return cls(**kwargs)
 
 
@@ -141,7 +163,8 @@ def _clone(rec: RunRecord) -> RunRecord:
 def _json_profile(profile: Any) -> dict:
     # Normalise now: a bad profile must fail in the caller, not later in the writer thread.
     try:
-        normal = json.loads(json.dumps(profile))
+        # allow_nan=False: NaN or infinity would make the record unsendable to frontends (strict JSON).
+        normal = json.loads(json.dumps(profile, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise TypeError(f"run profile must be a JSON-serialisable dict: {e}") from None
     if not isinstance(normal, dict):
@@ -159,6 +182,18 @@ def _make_private(path: Path) -> None:
             os.chmod(file, 0o600)
         except FileNotFoundError:
             pass
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None. Records must be strict JSON (frontends get them over a comm), and a
+    remote tqdm bar may count towards infinity, its way of saying that the total is unknown."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _one_line(error: str | None) -> str | None:
@@ -181,11 +216,14 @@ class RunRegistry:
     Args:
         path: sqlite file; ``None`` uses :func:`default_path`. Missing directories are created (mode 0700).
         kernel_id: stamped on every record this registry creates.
+        owner: the process stamped on every record this registry creates; default: this process. Computed once
+            here, so creating a run costs no system call.
         keep: how many finished records the store keeps (newest first); older finished ones are pruned
             on open and on close. Non-terminal records are never pruned: reattach may still need them.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, kernel_id: str | None = None, keep: int = 500):
+    def __init__(self, path: str | os.PathLike | None = None, *, kernel_id: str | None = None, keep: int = 500,
+                 owner: Owner | None = None):
         if keep < 0:
             raise ValueError("keep must be >= 0")
         self.path = Path(path) if path is not None else default_path()
@@ -194,6 +232,7 @@ class RunRegistry:
             os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
         _make_private(self.path)
         self.kernel_id = kernel_id
+        self.owner = owner if owner is not None else Owner.current()
         self.keep = keep
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # wakes the writer and flush() waiters
@@ -216,6 +255,7 @@ class RunRegistry:
         self._prune(self._reader)
         self._writer = threading.Thread(target=self._writer_main, name="mini_magic-run-writer", daemon=True)
         self._writer.start()
+        self.reconcile()
 
     # -- transitions ----------------------------------------------------------------------------------
 
@@ -242,7 +282,7 @@ class RunRegistry:
             rec = RunRecord(
                 run_id=rid, backend=backend, profile=profile, cell_id=cell_id, msg_id=msg_id,
                 kernel_id=self.kernel_id, label=label, created_at=self._last_created, background=background,
-                execution_count=execution_count,
+                execution_count=execution_count, owner=self.owner,
             )
             self._records[rid] = rec
             snap, observers = self._changed(rec)
@@ -255,6 +295,7 @@ class RunRegistry:
             KeyError: unknown run id. InvalidTransition: the run is not queued.
         """
         with self._lock:
+            self._check_open()
             rec = self._transition(run_id, RunState.RUNNING)
             rec.started_at = time.time()
             rec.worker_pid = worker_pid if worker_pid is not None else rec.worker_pid
@@ -278,6 +319,8 @@ class RunRegistry:
             fields["profile"] = _json_profile(fields["profile"])
         if "outputs" in fields:
             fields["outputs"] = [str(o) for o in fields["outputs"] or ()]
+        if "progress" in fields:
+            fields["progress"] = _finite(fields["progress"])
         with self._lock:
             self._check_open()
             rec = self._require(run_id)
@@ -298,21 +341,45 @@ class RunRegistry:
 
         Raises:
             KeyError: unknown run id. InvalidTransition: not allowed from the current state, or not terminal.
+            RegistryClosed: the registry was closed (and has ended the run itself).
         """
         state = RunState(state)
         with self._lock:
             self._check_open()
-            if not state.terminal:  # finish() must never be a back door to RUNNING
-                raise InvalidTransition(run_id, self._require(run_id).state, state, "finish() needs a terminal state")
-            rec = self._transition(run_id, state)
-            rec.finished_at = time.time()
-            rec.error = _one_line(error)
-            if outputs is not None:
-                rec.outputs = [str(o) for o in outputs]
-            self._finished_order.append(run_id)
-            snap, observers = self._changed(rec)
-            self._trim_memory()
+            snap, observers = self._finish(run_id, state, error, outputs)
         return self._notify("finished", snap, observers)
+
+    def reconcile(self) -> list[RunRecord]:
+        """Fail the unfinished runs whose owner died without closing, with ``lost: kernel pid N on HOST died``.
+
+        Only owners on this host are judged (another host's pids mean nothing here, whatever store it shares), and
+        never detached runs (their remote call decides). The runs are not adopted: this registry only records
+        their end, so its observers (this kernel's panels and frontends) hear nothing of another kernel's runs.
+        Runs when the registry opens; cheap enough (one query of the unfinished rows, a few file reads per owner)
+        to run again before listing runs. Returns the records it ended.
+        """
+        verdicts: dict[Owner, bool] = {}
+        ended = []
+        for rec in self._query(_SELECT_UNFINISHED, ()):
+            owner = rec.owner
+            if owner is None or rec.detached:
+                continue
+            if owner not in verdicts:
+                verdicts[owner] = owner.dead_for(self.owner)
+            if not verdicts[owner]:
+                continue
+            with self._lock:
+                rid = rec.run_id
+                if self._closed or rid in self._records or rid in self._pending or rid in self._inflight:
+                    continue  # adopted by this registry (it decides), or already being written
+                rec.state, rec.finished_at, rec.error = RunState.FAILED, time.time(), f"lost: {owner} died"
+                self._pending[rid] = rec
+                self._queued_seq += 1
+                self._cond.notify_all()
+                ended.append(_clone(rec))
+        if ended:
+            log.info("run registry: %d run(s) of dead kernels marked failed", len(ended))
+        return ended
 
     # -- queries --------------------------------------------------------------------------------------
 
@@ -375,12 +442,23 @@ class RunRegistry:
             if self._written_seq < target:
                 raise RuntimeError("run registry writer stopped before flushing")
 
-    def close(self) -> None:
-        """Flush, stop the writer, prune and close the database. Idempotent; later mutations raise."""
+    def close(self, reason: str | None = None) -> None:
+        """End this registry's unfinished runs, flush, stop the writer, prune and close the database.
+
+        Queued and running runs become ``CANCELLED`` with the error ``cancelled: <reason>`` (e.g. "kernel pid 7 on
+        node1 restarted"; default: the owner closed its run registry), except detached ones, which outlive their
+        kernel by design. Idempotent; later transitions raise :class:`RegistryClosed`, so a drainer that sees its
+        run end only after this (its worker stopped by the backend's close) cannot overwrite the reason.
+        """
+        why = f"cancelled: {reason or f'{self.owner} closed its run registry'}"
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            unfinished = [rid for rid, rec in self._records.items() if not rec.state.terminal and not rec.detached]
+            ended = [self._finish(rid, RunState.CANCELLED, why, None) for rid in unfinished]
+        for snap, observers in ended:
+            self._notify("finished", snap, observers)
         try:
             self.flush()
         except (TimeoutError, RuntimeError) as e:
@@ -407,7 +485,7 @@ class RunRegistry:
 
     def _check_open(self) -> None:  # locked
         if self._closed:
-            raise RuntimeError("run registry is closed")
+            raise RegistryClosed("run registry is closed")
 
     def _require(self, run_id: str) -> RunRecord:  # locked
         rec = self._records.get(run_id)
@@ -422,12 +500,25 @@ class RunRegistry:
         return rec
 
     def _transition(self, run_id: str, to: RunState) -> RunRecord:  # locked
-        self._check_open()
         rec = self._require(run_id)
         if to not in _TRANSITIONS.get(rec.state, ()):
             raise InvalidTransition(run_id, rec.state, to)
         rec.state = to
         return rec
+
+    def _finish(self, run_id: str, state: RunState, error: str | None, outputs: list[str] | None
+                ) -> tuple[RunRecord, list[Observer]]:  # locked
+        if not state.terminal:  # finish() must never be a back door to RUNNING
+            raise InvalidTransition(run_id, self._require(run_id).state, state, "finish() needs a terminal state")
+        rec = self._transition(run_id, state)
+        rec.finished_at = time.time()
+        rec.error = _one_line(error)
+        if outputs is not None:
+            rec.outputs = [str(o) for o in outputs]
+        self._finished_order.append(run_id)
+        changed = self._changed(rec)
+        self._trim_memory()
+        return changed
 
     def _changed(self, rec: RunRecord) -> tuple[RunRecord, list[Observer]]:  # locked
         self._pending[rec.run_id] = rec

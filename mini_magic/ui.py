@@ -56,8 +56,13 @@ def format_duration(seconds: float | None) -> str:
 
 
 def runs_table(records: Iterable[RunRecord], *, with_kernel: bool) -> str:
-    """``%thither runs``: one row a run, newest first, under a header; ``with_kernel`` adds the kernel's id."""
-    header = ["RUN", "STATE", "BACKEND", *(["KERNEL"] if with_kernel else []), "TIME", "CELL", "ERROR"]
+    """``%thither runs``: one row a run, newest first, under a header; ``with_kernel`` adds the kernel's id.
+
+    The last column, REASON, says why a run did not end ``done``: the error of a failed run, the cause of a
+    cancelled one ("cancelled: kernel pid N on HOST restarted") or a lost one ("lost: kernel pid N on HOST died").
+    One column, not two: a run has one such reason, and the record keeps it in ``error``.
+    """
+    header = ["RUN", "STATE", "BACKEND", *(["KERNEL"] if with_kernel else []), "TIME", "CELL", "REASON"]
     rows = [header]
     for record in records:
         row = [record.run_id, record.state.value, record.backend]

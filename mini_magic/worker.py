@@ -29,6 +29,7 @@ from typing import Any
 
 from . import wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
+from .scrub import MIN_LENGTH, Scrubber
 from .worker_io import EventSender, OutputCapture
 from .worker_modules import ShippedModules, evict_local_modules
 from .worker_shell import WorkerShell
@@ -70,13 +71,18 @@ class Worker:
         self.sender.emit(wire.Started, run_id=job.header.run_id, pid=os.getpid(), host=socket.gethostname())
         saved = _ProcessState.save()
         if self.capture is not None:
+            self.capture.sync()  # what leftovers of an earlier run printed goes to the log, not into this cell
             self.capture.active = True
-        # Values short enough to occur by chance would garble unrelated output; secrets are longer.
-        self.sender.secrets = tuple(v for k in job.secret_keys if len(v := os.environ.get(k, "")) >= 6)
+        # From now on, for the worker's whole life (a leftover thread may print them after the run).
+        too_short = self.sender.scrubber.add_keys(job.secret_keys)
+        if too_short:
+            self.sender.emit(wire.Stderr, text=f"mini_magic: --secret: the value of {', '.join(too_short)} is "
+                             f"shorter than {MIN_LENGTH} characters, too short to be scrubbed from output safely; "
+                             "it is not.\n")
         calls = None
         if job.hither_interval is not None:
             calls = worker_hither.CallBuffer(self.sender.emit, job.hither_interval)
-            calls.secrets = self.sender.secrets
+            calls.scrubber = self.sender.scrubber
         worker_hither.activate(calls)
         worker_tqdm.EMIT = self.sender.emit
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -89,7 +95,6 @@ class Worker:
             self.sync_output()
             if self.capture is not None:
                 self.capture.active = False
-            self.sender.secrets = ()
             saved.restore()
             evict_local_modules(job.modules, job.cwd, saved.modules)
 
@@ -152,6 +157,11 @@ class Worker:
             if fails:
                 trailing = None
                 bundle = self._format(value)
+            if (trailing is not None and self._carries_secret(trailing)) or self.sender.scrubber.contains(bundle):
+                # Shown or not, the value would reach the kernel: the same rule as for the names above.
+                trailing, bundle = None, None
+                self.sender.emit(wire.Stderr, text="mini_magic: the value of the cell's last expression was not "
+                                 "brought back: it holds a secret value (--secret); secrets never leave the worker.\n")
         self.sender.emit(
             wire.Result,
             outputs=packed,
@@ -169,7 +179,7 @@ class Worker:
         return {"text/plain": repr(value)}
 
     def _carries_secret(self, packed: wire.PackedValues) -> bool:
-        return any(secret.encode() in packed.data for secret in self.sender.secrets)
+        return self.sender.scrubber.contains(packed.data, *packed.buffers)
 
     def _send_error(self, exc: BaseException, saved: _ProcessState) -> None:
         tb = exc.__traceback__
@@ -318,7 +328,9 @@ def main() -> int:
     authenticate_as_worker(sock, bytes.fromhex(boot["key"]))
     sock.settimeout(None)
     channel = Channel(sock)
-    sender = EventSender(lambda events: channel.send_frames(wire.encode_events(events)))
+    # The values of the secrets this worker was started with are scrubbed from all it sends and logs, for its life.
+    scrubber = Scrubber.from_environ(boot.get("secret_keys", ()))
+    sender = EventSender(lambda events: channel.send_frames(wire.encode_events(events)), scrubber)
     read_fds = boot.get("capture_fds")
     capture = OutputCapture(sender, log_fd, tuple(read_fds) if read_fds else None)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
+from .scrub import Scrubber
 
 MAX_BATCH = 20_000  # calls per event
 MAX_PENDING = 1_000_000  # calls buffered before a stub call waits for the flusher (backpressure)
@@ -63,7 +64,7 @@ class CallBuffer:
         self._interval = interval
         self._before_emit = before_emit
         self._calls: list[tuple[str, tuple, dict]] = []
-        self.secrets: tuple[str, ...] = ()  # values that must not travel in a call's arguments
+        self.scrubber = Scrubber()  # the worker's secret values: they must not travel in a call's arguments
         self._mutex = threading.Lock()  # guards _calls: a stub's append against the flusher's swap
         self._lock = threading.Lock()  # serialises flushes so batches keep their order
         self._wake = threading.Event()
@@ -100,7 +101,7 @@ class CallBuffer:
                 self._ship(pending[start : start + MAX_BATCH])
 
     def _carries_secret(self, packed: wire.PackedValues) -> bool:
-        return any(secret.encode() in packed.data for secret in self.secrets)
+        return self.scrubber.contains(packed.data, *packed.buffers)
 
     def _ship(self, batch: list[tuple[str, tuple, dict]]) -> None:
         packed, failures = wire.pack_values({"calls": batch}, skip_failures=True)

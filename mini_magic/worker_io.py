@@ -19,7 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .scrub import Scrubber, StreamScrubber
 from .wire import Event, Stderr, Stdout
+
+# How long text that may be the start of a secret value is held back when nothing more arrives (sync() passes it
+# on at once): the pieces of one value written by two calls arrive microseconds apart.
+HOLD_SECONDS = 0.25
 
 _libc: Any
 try:
@@ -40,39 +45,38 @@ def flush_c_stdio() -> None:
 class EventSender:
     """Numbers events and hands them to ``send`` (thread-safe; events from several threads keep one order).
 
-    Every text that leaves the worker passes here, so this is where exact secret values are scrubbed from output,
-    displays and error messages (best effort: a value split across two reads of a pipe is not recognised).
+    Every event the worker sends passes here: the worker's single exit, where ``scrubber`` masks secret values in
+    every text field (output, displays, error messages, tracebacks, progress descriptions).
     """
 
-    def __init__(self, send: Callable[[list[Event]], None]) -> None:
+    def __init__(self, send: Callable[[list[Event]], None], scrubber: Scrubber | None = None) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._seq = 0
-        self.secrets: tuple[str, ...] = ()
+        self.scrubber = scrubber if scrubber is not None else Scrubber()
 
     def emit(self, cls: type[Event], **fields: Any) -> None:
-        if self.secrets:
-            fields = {k: _scrub(v, self.secrets) for k, v in fields.items()}
+        if self.scrubber:
+            fields = {k: self.scrubber.scrub_fields(v) for k, v in fields.items()}
         with self._lock:
             self._seq += 1
             event = cls(seq=self._seq, **fields)
             self._send([event])
 
 
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "********")
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    return value
-
-
 def _pending_bytes(fd: int) -> int:
     buf = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buf)
     return int.from_bytes(buf, sys.byteorder)
+
+
+class _Stream:
+    """One captured fd: the event its text becomes, its UTF-8 decoder and its scrubber."""
+
+    def __init__(self, event: type[Event], scrubber: Scrubber) -> None:
+        self.event = event
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.scrub: StreamScrubber = scrubber.stream()
 
 
 class OutputCapture:
@@ -82,7 +86,8 @@ class OutputCapture:
     and keeps its own copy of the read ends, so output written just before a crash can still be drained by the
     kernel after the worker died. Without them (a remote container) the worker makes the pipes itself.
     Outside a run (``active`` is False) captured text goes to ``fallback_fd`` (the worker's log), so stray output
-    of a previous run's leftovers never lands in the next cell.
+    of a previous run's leftovers never lands in the next cell. Either way it is scrubbed first, stream by stream
+    (the sender's scrubber, for the worker's whole life): the log's tail is shown when the worker crashes.
     """
 
     def __init__(self, sender: EventSender, fallback_fd: int, read_fds: tuple[int, int] | None = None) -> None:
@@ -90,7 +95,8 @@ class OutputCapture:
         self._fallback_fd = fallback_fd
         self.active = False
         self._busy = False
-        self._streams: dict[int, tuple[type[Event], codecs.IncrementalDecoder]] = {}
+        self._lock = threading.Lock()  # the reader thread's forwarding against sync()'s flush of held text
+        self._streams: dict[int, _Stream] = {}
         self._read_fds: list[int] = []
         for index, (target, event) in enumerate(((1, Stdout), (2, Stderr))):
             if read_fds is None:
@@ -99,7 +105,7 @@ class OutputCapture:
                 os.close(write_fd)
             else:
                 read_fd = read_fds[index]
-            self._streams[read_fd] = (event, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+            self._streams[read_fd] = _Stream(event, sender.scrubber)
             self._read_fds.append(read_fd)
         # Python-level streams: unbuffered writes to the (now redirected) fds, so a print reaches the pipe at once
         # and keeps its order relative to C-level writes on the same fd.
@@ -109,29 +115,36 @@ class OutputCapture:
         self._thread.start()
 
     def _pump(self) -> None:
+        last_read = time.monotonic()
         while True:
             ready, _, _ = select.select(self._read_fds, [], [], 0.05)
-            if not ready:
-                continue
             self._busy = True
             try:
-                for fd in ready:
-                    self._forward(fd, os.read(fd, 65536))
+                with self._lock:
+                    if not ready and time.monotonic() - last_read > HOLD_SECONDS:
+                        self._flush_held()  # the stream paused: what was held back did not go on into a value
+                    for fd in ready:
+                        stream = self._streams[fd]
+                        self._pass_on(stream, stream.scrub.feed(stream.decoder.decode(os.read(fd, 65536))))
+                        last_read = time.monotonic()
             finally:
                 self._busy = False
 
-    def _forward(self, fd: int, data: bytes) -> None:
-        event, decoder = self._streams[fd]
-        if not self.active:
-            os.write(self._fallback_fd, data)
+    def _flush_held(self) -> None:
+        for stream in self._streams.values():
+            self._pass_on(stream, stream.scrub.flush())
+
+    def _pass_on(self, stream: _Stream, text: str) -> None:
+        if not text:
             return
-        text = decoder.decode(data)
-        if text:
-            self.sender.emit(event, text=text)
+        if self.active:
+            self.sender.emit(stream.event, text=text)
+        else:
+            os.write(self._fallback_fd, text.encode())
 
     def sync(self, timeout: float = 2.0) -> None:
         """Return once everything written so far has been forwarded (called before Display/Result events so that
-        output keeps its order relative to them)."""
+        output keeps its order relative to them, and around runs so that text goes where it belongs)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -141,8 +154,10 @@ class OutputCapture:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self._busy and all(_pending_bytes(fd) == 0 for fd in self._read_fds) and not self._busy:
-                return
+                break
             time.sleep(0.0005)
+        with self._lock:
+            self._flush_held()
 
 
 def _text_stream(fd: int) -> io.TextIOWrapper:

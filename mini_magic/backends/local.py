@@ -320,9 +320,10 @@ class LocalBackend(Backend):
         environ = {**os.environ, **gpu_environment(options.gpu), **options.env}
         for name, path in options.volumes:
             environ.update(local_volume(name, path, link=False))
+        secrets: dict[str, str] = {}
         for name in options.secrets:
-            environ.update(local_secret(name, cwd or os.getcwd()))
-        return WorkerProfile.from_env(environ)
+            secrets.update(local_secret(name, cwd or os.getcwd()))
+        return WorkerProfile.from_env({**environ, **secrets}, secret_keys=tuple(secrets))
 
     def prepare(self, options: RunOptions) -> None:
         if options.extra.get("detach"):

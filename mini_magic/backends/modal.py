@@ -133,6 +133,19 @@ def bind_resources(modal: Any, function: Any, options: RunOptions) -> tuple[Any,
     return bound, list(volumes.values())
 
 
+def _modal_secret_keys(modal: Any, name: str) -> list[str]:
+    """The keys (never the values) of Modal secret ``name``: looking it up hydrates it with its metadata. modal 1.6
+    keeps the keys behind ``Secret._get_keys`` (no RPC once hydrated; what Modal's own CLI uses), the one private
+    call here: re-check it when the pinned client changes."""
+    secret = modal.Secret.from_name(name)
+    try:
+        secret.hydrate()
+    except modal.exception.NotFoundError as exc:
+        raise ThitherUsageError(f"--secret {name}: Modal has no secret named {name!r} ({exc}). Create it with "
+                                f"`modal secret create {name} KEY=VALUE` or at https://modal.com/secrets.") from None
+    return sorted(secret._get_keys())
+
+
 class _AppSession:
     """One running App with its runner function, for one image."""
 
@@ -259,15 +272,18 @@ class ModalBackend(Backend):
         return ModalRun(modal.FunctionCall.from_id(remote_id), None, run_id, run_id, remote_id)
 
     def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
-        """Modal never shows secret values or keys to the client: scrub the keys of a local mirror of the secret
-        (``.env.NAME`` or ``MINI_MAGIC_SECRET_<NAME>_*``) when there is one."""
+        """The keys of every ``--secret``, for the container: their values exist only in its environment, so it
+        scrubs them there from everything it sends and logs. Keys of a local mirror of the secret (``.env.NAME``
+        or ``MINI_MAGIC_SECRET_<NAME>_*``) are added, in case the mirror knows more."""
+        modal = _modal()
         keys: list[str] = []
         for name in options.secrets:
+            keys.extend(_modal_secret_keys(modal, name))
             try:
                 keys.extend(local_secret(name, cwd))
             except ThitherUsageError:
-                continue
-        return tuple(keys)
+                pass
+        return tuple(dict.fromkeys(keys))
 
     def close(self) -> None:
         with self._lock:

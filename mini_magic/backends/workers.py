@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import count
 
 from ..channel import AuthenticationFailed, Channel, ChannelClosed, authenticate_as_kernel
+from ..scrub import Scrubber
 from ..wire import Event, decode_events
 
 log = logging.getLogger("mini_magic.workers")
@@ -40,10 +41,16 @@ class WorkerProfile:
     because some variables (CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS, LD_LIBRARY_PATH…) only act at start-up."""
 
     environ: tuple[tuple[str, str], ...]
+    secret_keys: tuple[str, ...] = ()  # variables of ``environ`` that hold secrets (--secret)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str]) -> WorkerProfile:
-        return cls(tuple(sorted(environ.items())))
+    def from_env(cls, environ: dict[str, str], secret_keys: tuple[str, ...] = ()) -> WorkerProfile:
+        return cls(tuple(sorted(environ.items())), tuple(sorted(set(secret_keys))))
+
+    def scrubber(self) -> Scrubber:
+        """The secret values of this profile, masked in everything read from its workers outside the event stream
+        (the workers themselves mask them in all they send and log)."""
+        return Scrubber.from_environ(self.secret_keys, dict(self.environ))
 
 
 def private_socket_dir() -> str:
@@ -66,7 +73,8 @@ class WorkerProcess:
 
     ``on_events(worker, events)`` is called on the reader thread; ``on_exit(worker, returncode, log_tail,
     (stdout, stderr))`` once, when the connection ends (the process is then reaped; the texts are output it wrote
-    but never forwarded).
+    but never forwarded). Both texts, and every log tail, are scrubbed of the profile's secret values: this is the
+    kernel's single entry for what it reads from a worker outside the event stream.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class WorkerProcess:
         self.log_path = os.path.join(socket_dir, f"worker-{self.id}.log")
         self.returncode: int | None = None
         self.last_used = time.monotonic()
+        self._scrubber = profile.scrubber()
         key = key if key is not None else os.urandom(32)
         address = os.path.join(socket_dir, f"worker-{self.id}.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -111,7 +120,7 @@ class WorkerProcess:
                     close_fds=True,
                 )
                 boot = {"address": address, "key": key.hex(), "capture_fds": [out_r, err_r],
-                        "log_fd": log_file.fileno()}
+                        "log_fd": log_file.fileno(), "secret_keys": list(profile.secret_keys)}
             assert self.proc.stdin is not None
             self.proc.stdin.write(json.dumps(boot).encode() + b"\n")
             self.proc.stdin.close()
@@ -188,7 +197,7 @@ class WorkerProcess:
                     chunks.append(chunk)
             except (BlockingIOError, OSError):
                 pass
-            texts.append(b"".join(chunks).decode("utf-8", "replace"))
+            texts.append(self._scrubber.scrub_bytes(b"".join(chunks)))
         return texts[0], texts[1]
 
     def _close_capture_fds(self) -> None:
@@ -232,10 +241,15 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def log_tail(self, limit: int = 4000) -> str:
+        """The end of the worker's log, from a line start (a cut line could begin with the rest of a secret)."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode("utf-8", "replace").strip()
+                start = max(0, f.tell() - limit)
+                f.seek(start)
+                data = f.read()
         except OSError:
             return ""
+        if start > 0:
+            data = data.partition(b"\n")[2]
+        return self._scrubber.scrub_bytes(data).strip()

@@ -661,6 +661,26 @@ def test_process_state_and_namespace_do_not_leak_between_runs(run_notebook):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def test_timeout_must_be_a_finite_number(run_notebook):
+    # float() parses 'nan' and 'inf'; such a timeout used to be accepted, and the run's record could then not be sent
+    # to the frontend (strict JSON).
+    cells = run_notebook([
+        "%%thither --timeout nan\nran = 1",
+        "%%thither --timeout inf\nran = 1",
+        "%config Thither.timeout = float('inf')",
+        "%%thither\nran = 1",
+        "%config Thither.timeout = 0\nprint('ran' in globals())",
+        "%thither runs",
+    ])
+    for refused, source in ((cells[0], "--timeout nan"), (cells[1], "--timeout inf"),
+                            (cells[3], "%config Thither.timeout inf")):
+        ename, message = usage_error(refused)
+        assert ename in ("UsageError", "ThitherUsageError")
+        assert source in message and "finite" in message and "--timeout 3600" in message, message
+    assert ok(cells[4]) == "False\n"
+    assert ok(cells[5]) == "no runs recorded yet\n"  # refused before anything was recorded
+
+
 def test_unload_and_reload_extension(run_notebook):
     cells = run_notebook([
         "%unload_ext mini_magic",

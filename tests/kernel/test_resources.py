@@ -56,3 +56,62 @@ def test_secrets_from_environment_prefix(run_notebook) -> None:
     (cell,) = run_notebook(["%%thither --secret db\nimport os\nprint(os.environ['PASSWORD'] == 'hunter2-long')"],
                            env={"MINI_MAGIC_SECRET_DB_PASSWORD": "hunter2-long"})
     assert cell.stdout == "True\n", cell.outputs
+
+
+def test_a_trailing_value_holding_a_secret_is_not_shown(run_notebook, workdir: Path) -> None:
+    (workdir / ".env.api").write_text(f"API_TOKEN={SECRET}\n")
+    shown, inside, check = run_notebook([
+        "%%thither --secret api\nimport os\nos.environ['API_TOKEN']",
+        "%%thither --secret api\nimport os\n{'token': os.environ['API_TOKEN'], 'n': 1}",
+        "print(repr(_))",
+    ])
+    for cell in (shown, inside):
+        assert cell.error is None, cell.outputs
+        assert not cell.data("execute_result"), cell.outputs  # no Out[n] at all, not even a scrubbed one
+        assert SECRET not in str(cell.outputs)
+        assert "value of the cell's last expression was not brought back" in cell.stderr, cell.outputs
+        assert "secret" in cell.stderr
+    assert SECRET not in check.stdout
+
+
+def test_output_written_just_before_a_crash_is_scrubbed(run_notebook, workdir: Path) -> None:
+    """The kernel drains what a dead worker wrote but never forwarded: that text is scrubbed there too.
+
+    The forced cells write while holding the GIL (a ``ctypes.PyDLL`` call does not release it, and a huge switch
+    interval keeps it) and exit before the worker's reader thread can run, so the text is always left in the pipe
+    for the kernel; the plain ones race the reader thread as a user's cell would."""
+    (workdir / ".env.api").write_text(f"API_TOKEN={SECRET}\n")
+    forced = (
+        "%%thither --secret api\nimport ctypes, os, sys\nsys.setswitchinterval(1000)\n"
+        "data = ('token ' + os.environ['API_TOKEN'] + '\\n').encode()\n"
+        "ctypes.PyDLL(None).write(1, data, len(data))\nctypes.PyDLL(None).write(2, data, len(data))\nos._exit(1)"
+    )
+    plain = "%%thither --secret api\nimport os\nos.write(1, os.environ['API_TOKEN'].encode())\nos._exit(1)"
+    cells = run_notebook([forced] * 3 + [plain] * 5, timeout=120)
+    leaks = [i for i, cell in enumerate(cells) if SECRET in str(cell.outputs)]
+    assert leaks == [], [cells[i].outputs for i in leaks]
+    for cell in cells:
+        assert cell.error is not None and cell.error["ename"] == "WorkerCrashed", cell.outputs
+    for cell in cells[:3]:
+        assert "token ********" in cell.stdout and "token ********" in cell.stderr, cell.outputs
+
+
+def test_a_leftover_thread_s_output_is_scrubbed_from_the_worker_log(run_notebook, workdir: Path) -> None:
+    """Output of a thread that outlives its run goes to the worker's log; a later crash shows the log's tail in
+    the notebook and in the run store."""
+    (workdir / ".env.api").write_text(f"API_TOKEN={SECRET}\n")
+    cells = run_notebook([
+        ("%%thither --secret api\nimport os, threading, time\n"
+         "def later():\n    time.sleep(1)\n    print('late', os.environ['API_TOKEN'], flush=True)\n"
+         "threading.Thread(target=later, daemon=True).start()"),
+        "import time\ntime.sleep(3)",
+        "%%thither --secret api\nimport os\nos._exit(3)",
+    ], timeout=120)
+    started, _, crashed = cells
+    assert started.error is None, started.outputs
+    assert crashed.error is not None and crashed.error["ename"] == "WorkerCrashed", crashed.outputs
+    assert "late ********" in crashed.error["evalue"]  # the same worker's log, scrubbed
+    assert SECRET not in str(crashed.outputs)
+    with sqlite3.connect(workdir / "home" / "runs.sqlite") as db:
+        rows = " ".join(str(r) for r in db.execute("select * from runs"))
+    assert "late ********" in rows and SECRET not in rows  # the crash's error, as the run store keeps it

@@ -52,6 +52,6 @@ def test_a_terminal_ipython_gets_plain_text(workdir: Path) -> None:
     assert "background says hi" in out and "background run 'job': ✔ done · local" in err
     assert "job done 5" in out
     header = next(line for line in out.splitlines() if line.startswith("RUN "))
-    assert header.split() == ["RUN", "STATE", "BACKEND", "KERNEL", "TIME", "CELL", "ERROR"]
+    assert header.split() == ["RUN", "STATE", "BACKEND", "KERNEL", "TIME", "CELL", "REASON"]
     for widget_repr in ("Box(children", "HTML(value", "FloatProgress(", "Output(", "Button("):
         assert widget_repr not in out + err

@@ -121,16 +121,21 @@ def test_volumes_and_secrets_on_modal(fake_modal, run_notebook, workdir: Path) -
     assert "SecretGetOrCreate" in fake_modal.calls
 
 
-def test_a_detached_run_is_reattached_from_a_new_kernel(fake_modal, live_kernel) -> None:
+@pytest.mark.parametrize("graceful", [False, True], ids=["killed", "shut-down"])
+def test_a_detached_run_is_reattached_from_a_new_kernel(fake_modal, live_kernel, graceful: bool) -> None:
     first = live_kernel(env=fake_modal.client_env())
     started = first.run("%%thither --backend modal --bg --detach --name job\nimport time\ntime.sleep(2)\nanswer = 42",
                         timeout=60)
     assert started.error is None, started.outputs
     run_id = first.run("print(job.run_id)").stdout.strip()
     assert first.run("%%thither --backend modal --detach\nx = 1").error["evalue"].startswith("--detach needs --bg")
+    if graceful:
+        first.km.shutdown_kernel(now=False)  # it ends its other runs, never a detached one
     first.close()  # the kernel goes away while the detached run is still running
 
     second = live_kernel(env=fake_modal.client_env())
+    listed = second.run("%thither runs --all").stdout  # its dead kernel is not what decides how it ends
+    assert next(line for line in listed.splitlines() if line.startswith(run_id)).split()[1] in ("queued", "running")
     attached = second.run(f"%thither attach {run_id}", timeout=90)
     assert attached.error is None, attached.outputs
     assert "not replayed" in attached.stdout and "answer" in attached.stdout

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from mini_magic.runs import InvalidTransition, RunRecord, RunRegistry, RunState
+from mini_magic.runs import InvalidTransition, RegistryClosed, RunRecord, RunRegistry, RunState
 
 PROFILE = {"gpu": "L4", "timeout": 3600, "env_keys": ["HF_TOKEN"]}
 
@@ -132,6 +135,20 @@ def test_profile_must_be_json(reg: RunRegistry) -> None:
         reg.create(backend="local", profile={"bad": object()})
 
 
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_profile_must_be_strict_json(reg: RunRegistry, number: float) -> None:
+    # The status comm sends records as strict JSON: a NaN timeout once made a run impossible to show.
+    with pytest.raises(TypeError, match="JSON"):
+        reg.create(backend="local", profile={"timeout": number})
+
+
+def test_progress_of_an_endless_bar_is_kept_as_strict_json(reg: RunRegistry) -> None:
+    rid = _in_state(reg, RunState.RUNNING)
+    rec = reg.update(rid, progress={"n": 3.0, "total": float("inf"), "desc": "stream"})  # tqdm(total=inf)
+    assert rec.progress == {"n": 3.0, "total": None, "desc": "stream"}
+    json.dumps(rec.to_json(), allow_nan=False)  # what the status comm sends
+
+
 def test_error_is_one_line_and_truncated(reg: RunRegistry) -> None:
     rid = _in_state(reg, RunState.RUNNING)
     rec = reg.finish(rid, RunState.FAILED, error="ValueError: " + "x\n" * 1000)
@@ -245,7 +262,9 @@ def test_reopen_restores_every_field(db: Path) -> None:
     reopened = RunRegistry(db, kernel_id="k2")
     try:
         assert reopened.get(rec.run_id) == final
-        assert reopened.get(queued.run_id) == queued  # left non-terminal by the old kernel, untouched
+        assert final.owner == reg.owner == reopened.owner  # both registries belong to this process
+        left = reopened.get(queued.run_id)  # ended by close(), not left behind
+        assert left.state is RunState.CANCELLED and left.error == f"cancelled: {reg.owner} closed its run registry"
         assert reopened.active() == []  # not this registry's runs
         assert [r.run_id for r in reopened.recent()] == [queued.run_id, rec.run_id]
         assert [r.run_id for r in reopened.recent(kernel_id="k2")] == []
@@ -256,7 +275,7 @@ def test_reopen_restores_every_field(db: Path) -> None:
 
 def test_earlier_kernels_run_can_be_adopted(db: Path) -> None:
     old = RunRegistry(db, kernel_id="k1")
-    rid = old.create(backend="modal", profile={}).run_id
+    rid = old.create(backend="modal", profile={"detach": True}).run_id  # outlives its kernel
     old.start(rid, remote_id="fc-9")
     old.close()
     new = RunRegistry(db, kernel_id="k2")
@@ -373,7 +392,7 @@ def test_threads_persist_every_run_exactly_once(reg: RunRegistry, db: Path) -> N
 def test_pruning_keeps_newest_finished(db: Path) -> None:
     reg = RunRegistry(db, keep=5)
     done = [reg.finish(reg.create(backend="local", profile={}).run_id, RunState.CANCELLED).run_id for _ in range(12)]
-    open_run = reg.create(backend="local", profile={}).run_id  # non-terminal: never pruned
+    open_run = reg.create(backend="modal", profile={"detach": True}).run_id  # stays open: never pruned
     reg.close()
     assert set(raw_rows(db)) == set(done[-5:]) | {open_run}
     # pruning on open, with a smaller keep
@@ -434,11 +453,11 @@ def test_closed_registry_raises(db: Path) -> None:
         lambda: reg.create(backend="local", profile={}),
         lambda: reg.start(rid),
         lambda: reg.update(rid, label="x"),
-        lambda: reg.finish(rid, RunState.CANCELLED),
+        lambda: reg.finish(rid, RunState.FAILED),
     ):
-        with pytest.raises(RuntimeError, match="run registry is closed"):
+        with pytest.raises(RegistryClosed, match="run registry is closed"):
             call()
-    assert reg.get(rid).state is RunState.QUEUED  # reads still answer from memory
+    assert reg.get(rid).state is RunState.CANCELLED  # reads still answer from memory
     with RunRegistry(db) as again:
         assert again.get(rid) is not None  # and close() flushed it
 
@@ -481,3 +500,119 @@ def test_json_round_trip(reg: RunRegistry) -> None:
     assert d["state"] == "done" and list(d) == list(rec.to_json())
     assert RunRecord.from_json(d) == rec
     assert RunRecord.from_json({**d, "future_field": 1}) == rec  # newer writers do not break older readers
+
+
+# -- owners: every record reaches a terminal state ---------------------------------------------------------
+
+# A kernel that records runs, then waits until its stdin closes or it is killed: close() never runs.
+KERNEL = """
+import json, os, sys
+from mini_magic.owner import Owner, process_start
+from mini_magic.runs import RunRegistry
+host = sys.argv[2]
+reg = RunRegistry(sys.argv[1], kernel_id="dead", owner=Owner(host, os.getpid(), process_start(os.getpid())))
+running = reg.create(backend="local", profile={}).run_id
+reg.start(running, worker_pid=1)
+queued = reg.create(backend="local", profile={}).run_id
+detached = reg.create(backend="modal", profile={"detach": True}).run_id
+reg.start(detached, remote_id="fc-1")
+reg.flush()
+print(json.dumps([running, queued, detached]), flush=True)
+sys.stdin.read()
+os._exit(0)
+"""
+
+
+def start_kernel(db: Path, host: str) -> tuple[subprocess.Popen, list[str]]:
+    child = subprocess.Popen([sys.executable, "-c", KERNEL, str(db), host], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    return child, json.loads(child.stdout.readline())
+
+
+def test_runs_of_a_killed_kernel_are_marked_lost_but_not_its_detached_run(db: Path) -> None:
+    child, (running, queued, detached) = start_kernel(db, socket.gethostname())
+    try:
+        with RunRegistry(db, kernel_id="next") as reg:
+            heard: list[str] = []
+            reg.subscribe(lambda event, rec: heard.append(rec.run_id))
+            assert reg.reconcile() == []  # its owner is alive: its runs are its own business
+            assert reg.get(running).state is RunState.RUNNING
+            child.kill()  # kill -9: the owner never closes its registry
+            child.wait()
+            ended = reg.reconcile()
+            lost = f"lost: kernel pid {child.pid} on {socket.gethostname()} died"
+            assert sorted(r.run_id for r in ended) == sorted([running, queued])
+            for rid in (running, queued):
+                record = reg.get(rid)
+                assert (record.state, record.error, record.kernel_id) == (RunState.FAILED, lost, "dead")
+            assert reg.get(detached).state is RunState.RUNNING  # judged by its remote call, never by its kernel
+            assert reg.reconcile() == []
+            assert heard == [] and reg.active() == []  # recorded, not adopted: this kernel's UI never hears of them
+        assert raw_rows(db)[running]["state"] == "failed"  # and it is stored
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_next_registry_marks_them_when_it_opens(db: Path) -> None:
+    child, (running, _, detached) = start_kernel(db, socket.gethostname())
+    child.kill()
+    child.wait()
+    with RunRegistry(db) as reg:
+        assert reg.get(running).state is RunState.FAILED and reg.get(running).error.startswith("lost: kernel pid")
+        assert reg.get(detached).state is RunState.RUNNING
+
+
+def test_another_hosts_runs_are_never_judged(db: Path) -> None:
+    # A home directory shared by a cluster: node-b's kernel pid does not exist here, which says nothing about node-b.
+    child, ids = start_kernel(db, "node-b.cluster")
+    child.kill()
+    child.wait()
+    with RunRegistry(db) as reg:
+        assert reg.reconcile() == []
+        assert [reg.get(rid).state for rid in ids] == [RunState.RUNNING, RunState.QUEUED, RunState.RUNNING]
+
+
+def test_records_of_older_versions_without_owner_are_left_alone(db: Path) -> None:
+    with RunRegistry(db) as reg:
+        rid = reg.create(backend="local", profile={"detach": True}).run_id
+        reg.start(rid)
+    conn = sqlite3.connect(db)
+    try:
+        data = json.loads(conn.execute("SELECT data FROM runs WHERE run_id = ?", (rid,)).fetchone()[0])
+        del data["owner"]
+        data["profile"] = {}
+        conn.execute("UPDATE runs SET data = ? WHERE run_id = ?", (json.dumps(data), rid))
+        conn.commit()
+    finally:
+        conn.close()
+    with RunRegistry(db) as reg:
+        assert reg.get(rid).owner is None
+        assert reg.reconcile() == [] and reg.get(rid).state is RunState.RUNNING
+
+
+def test_close_cancels_unfinished_runs_with_the_reason_and_keeps_it(db: Path) -> None:
+    reg = RunRegistry(db, kernel_id="k")
+    events: list[tuple[str, str, str]] = []
+    reg.subscribe(lambda event, rec: events.append((event, rec.run_id, rec.state.value)))
+    running = reg.create(backend="local", profile={}).run_id
+    reg.start(running)
+    queued = reg.create(backend="local", profile={}).run_id
+    done = reg.create(backend="local", profile={}).run_id
+    reg.start(done)
+    reg.finish(done, RunState.DONE)
+    detached = reg.create(backend="modal", profile={"detach": True}).run_id
+    reg.start(detached, remote_id="fc-2")
+    reg.close(f"{reg.owner} restarted")
+    why = f"cancelled: kernel pid {os.getpid()} on {socket.gethostname()} restarted"
+    assert {r: (reg.get(r).state, reg.get(r).error) for r in (running, queued)} == {
+        running: (RunState.CANCELLED, why), queued: (RunState.CANCELLED, why)}
+    assert ("finished", running, "cancelled") in events and ("finished", queued, "cancelled") in events
+    assert reg.get(done).state is RunState.DONE and reg.get(detached).state is RunState.RUNNING
+    # The worker dies after close (the backend stops it): its drainer's ending must not replace the reason.
+    with pytest.raises(RegistryClosed):
+        reg.finish(running, RunState.FAILED, error="WorkerCrashed: killed by SIGTERM")
+    rows = raw_rows(db)
+    assert (rows[running]["state"], rows[running]["error"]) == ("cancelled", why)
+    assert rows[detached]["state"] == "running"

@@ -32,7 +32,7 @@ def test_runs_table_has_a_header_aligned_columns_and_the_kernel_only_when_asked(
         record("bbbbbbbbbbbb", RunState.DONE, 12.5, label="train(config)", kernel_id="fedcba9876543210"),
     ]
     mine = runs_table(records, with_kernel=False).splitlines()
-    assert mine[0].split() == ["RUN", "STATE", "BACKEND", "TIME", "CELL", "ERROR"]
+    assert mine[0].split() == ["RUN", "STATE", "BACKEND", "TIME", "CELL", "REASON"]
     assert mine[1].split()[:5] == ["aaaaaaaaaaaa", "failed", "local", "4", "ms"]
     assert mine[1].endswith("ZeroDivisionError: division by zero")
     assert "12.50 s" in mine[2] and "0123" not in "\n".join(mine)

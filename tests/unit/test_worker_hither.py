@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from mini_magic import wire, worker_hither
+from mini_magic.scrub import Scrubber
 from mini_magic.worker_hither import CallBuffer, HitherStub
 
 
@@ -82,12 +85,13 @@ def test_stubs_outside_a_run_record_nothing() -> None:
 def test_a_call_carrying_a_secret_value_is_dropped() -> None:
     recorder = Recorder()
     buffer = CallBuffer(recorder.emit, interval=10)
-    buffer.secrets = ("hunter2-very-secret",)
+    buffer.scrubber = Scrubber(["hunter2-very-secret"])
     HitherStub("h-4", "log")
     buffer.append("h-4", ("fine",), {})
     buffer.append("h-4", ("token=hunter2-very-secret",), {})
+    buffer.append("h-4", (np.frombuffer(b"hunter2-very-secret", dtype=np.uint8).copy(),), {})  # out-of-band
     buffer.close()
     assert [args[0] for _, args, _ in recorder.calls()] == ["fine"]
     messages = [fields["text"] for cls, fields in recorder.events if cls is wire.Stderr]
-    assert len(messages) == 1 and "log" in messages[0] and "secret" in messages[0]
+    assert len(messages) == 2 and all("log" in m and "secret" in m for m in messages)
     assert not any("hunter2" in m for m in messages)
