@@ -107,7 +107,7 @@ def test_hither_calls_arrive_in_order_with_few_queue_operations(fake_modal, run_
 def test_volumes_and_secrets_on_modal(fake_modal, run_notebook, workdir: Path) -> None:
     secret = "modal-s3cr3t-77"
     fake_modal.add_secret("api", {"API_TOKEN": secret})
-    (workdir / ".env.api").write_text(f"API_TOKEN={secret}\n")  # a local mirror tells the kernel which keys to scrub
+    (workdir / ".env.api").write_text(f"API_TOKEN={secret}\n")  # a local mirror is not needed, but allowed
     (cell,) = run_notebook(
         ["%%thither --backend modal --volume vol:/mnt/vol --secret api --out ''\nimport os\n"
          "print('volume at', os.environ['MINI_MAGIC_VOLUME_VOL'])\nprint('token', os.environ['API_TOKEN'])"],
@@ -119,6 +119,31 @@ def test_volumes_and_secrets_on_modal(fake_modal, run_notebook, workdir: Path) -
     assert "token ********" in cell.stdout and secret not in cell.stdout
     assert "VolumeGetOrCreate" in fake_modal.calls and "VolumeCommit" in fake_modal.calls
     assert "SecretGetOrCreate" in fake_modal.calls
+
+
+def test_a_modal_secret_is_scrubbed_in_the_container_without_a_local_mirror(fake_modal, run_notebook) -> None:
+    """The secret's values exist only in the container: it scrubs them itself from every event and from what it
+    logs, for its whole life (the late print comes from a thread that outlived its run)."""
+    secret = "vault-only-s3cr3t-91"
+    fake_modal.add_secret("vault", {"VAULT_TOKEN": secret})
+    mark = len(fake_modal.containers)
+    printed, shown, failing, _, missing = run_notebook([
+        ("%%thither --backend modal --secret vault --out ''\nimport os, threading, time\n"
+         "print('token', os.environ['VAULT_TOKEN'])\n"
+         "def late():\n    time.sleep(1)\n    print('late', os.environ['VAULT_TOKEN'], flush=True)\n"
+         "threading.Thread(target=late, daemon=True).start()"),
+        "%%thither --backend modal --secret vault\nimport os\nos.environ['VAULT_TOKEN']",
+        "%%thither --backend modal --secret vault\nimport os\nraise ValueError('leaked ' + os.environ['VAULT_TOKEN'])",
+        "import time\ntime.sleep(2)",
+        "%%thither --backend modal --secret nowhere\nx = 1",
+    ], env=fake_modal.client_env(), timeout=120)
+    assert printed.error is None and "token ********" in printed.stdout, printed.outputs
+    assert shown.error is None and not shown.data("execute_result") and "secret" in shown.stderr, shown.outputs
+    assert failing.error is not None and "leaked ********" in failing.error["evalue"], failing.outputs
+    assert secret not in str([printed.outputs, shown.outputs, failing.outputs])
+    logs = "".join(c.stdout + c.stderr for c in list(fake_modal.containers.values())[mark:])
+    assert "late ********" in logs and secret not in logs
+    assert missing.error is not None and "--secret nowhere" in missing.error["evalue"], missing.outputs
 
 
 @pytest.mark.parametrize("graceful", [False, True], ids=["killed", "shut-down"])
