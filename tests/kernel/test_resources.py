@@ -115,3 +115,11 @@ def test_a_leftover_thread_s_output_is_scrubbed_from_the_worker_log(run_notebook
     with sqlite3.connect(workdir / "home" / "runs.sqlite") as db:
         rows = " ".join(str(r) for r in db.execute("select * from runs"))
     assert "late ********" in rows and SECRET not in rows  # the crash's error, as the run store keeps it
+
+
+def test_a_value_too_short_to_scrub_is_named_not_scrubbed(run_notebook) -> None:
+    (cell,) = run_notebook(["%%thither --secret pin\nimport os\nprint('pin', os.environ['CODE'])"],
+                           env={"MINI_MAGIC_SECRET_PIN_CODE": "4711", "MINI_MAGIC_SECRET_PIN_TOKEN": SECRET})
+    assert cell.error is None and cell.stdout == "pin 4711\n", cell.outputs
+    assert "CODE" in cell.stderr and "shorter than 6 characters" in cell.stderr and "TOKEN" not in cell.stderr
+    assert "4711" not in cell.stderr  # the note names the key, never the value
