@@ -15,7 +15,9 @@ from typing import Any
 
 from .errors import RunCancelled
 from .execution import ActiveRun, CellContext, OutputSink, abandon, drain, end_run, request_cancel, start_run
+from .errors import explain_interrupt
 from .extension import NotebookSink
+from .interrupts import InterruptGate
 from .outcome import Outcome, assign
 from .routing import ROUTE, append_display, append_stream, install
 from .runs import RegistryClosed, RunRecord, RunState
@@ -192,12 +194,34 @@ def _error_text(error: BaseException) -> str:
 
 def start_background(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
                      registry: Any, context: CellContext, name: str | None, grace: float) -> Run:
-    """Submit a background run and display its panel in the current cell (on the main thread)."""
+    """Submit a background run and display its panel in the current cell (on the main thread).
+
+    An interrupt of the cell while the run is being started cancels that run (its drainer still ends its record)
+    and is raised once the run has its handle, so nothing is left without an owner.
+    """
     context = dataclasses.replace(context, background=True)
-    if not context.widgets:
-        active = start_run(source, namespace, options, backend=backend, registry=registry,
-                           sink=TerminalSink(shell), context=context)
-        return Run(active, None, namespace, name, grace)
+    run: Run | None = None
+    try:
+        with InterruptGate() as gate:
+            if not context.widgets:
+                active = start_run(source, namespace, options, backend=backend, registry=registry,
+                                   sink=TerminalSink(shell), context=context, gate=gate)
+                run = Run(active, None, namespace, name, grace)
+            else:
+                run = _start_with_panel(source, namespace, options, shell=shell, backend=backend,
+                                        registry=registry, context=context, name=name, grace=grace, gate=gate)
+            if gate.held:
+                run.cancel()
+    except KeyboardInterrupt as exc:
+        if run is None:
+            raise
+        raise explain_interrupt(exc, f"the background run {run.run_id} was cancelled as it started.") from None
+    return run
+
+
+def _start_with_panel(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
+                      registry: Any, context: CellContext, name: str | None, grace: float,
+                      gate: InterruptGate) -> Run:
     import ipywidgets
 
     install(shell)
@@ -209,8 +233,13 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
         holder["panel"].attach(bar)
 
     active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
-                       attach=attach)
-    panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True, output=output)
-    holder["panel"] = panel
-    panel.show()
+                       attach=attach, gate=gate)
+    try:
+        panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True,
+                         output=output)
+        holder["panel"] = panel
+        panel.show()
+    except BaseException as exc:
+        abandon(active, exc)
+        raise
     return Run(active, panel, namespace, name, grace)

@@ -99,6 +99,14 @@ def render_remote_traceback(remote_traceback: str, summary: str) -> list[str]:
     return lines
 
 
+def explain_interrupt(exc: KeyboardInterrupt, what: str) -> KeyboardInterrupt:
+    """Give an interrupt that stopped mini_magic's own code one line saying what it left, instead of a traceback of
+    mini_magic's frames; an interrupt that already says so keeps its words."""
+    if getattr(exc, "_render_traceback_", None) is None:
+        exc._render_traceback_ = lambda: [f"KeyboardInterrupt: {what}"]  # type: ignore[attr-defined]
+    return exc
+
+
 class ThitherWarning(UserWarning):
     """A run went ahead, but not exactly as asked (e.g. a value could not come back, no local GPU)."""
 

@@ -15,6 +15,7 @@ import threading
 import time
 import tokenize
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,8 +24,9 @@ from . import wire
 from .backends.base import Backend, RunHandle, RunOptions
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
-from .errors import ThitherUsageError, warn
+from .errors import ThitherUsageError, explain_interrupt, warn
 from .callbacks import HitherSession
+from .interrupts import InterruptGate
 from .outcome import Outcome, assign, interpret
 from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
@@ -181,41 +183,63 @@ def start_run(
     sink: OutputSink,
     context: CellContext,
     attach: Callable[[Any], None] | None = None,
+    gate: InterruptGate | None = None,
 ) -> ActiveRun:
-    """Build, record, enter the run's hither context managers, and submit. Returns at once."""
+    """Build, record, enter the run's hither context managers, and submit. Returns at once.
+
+    Building the job has no side effect, so ``gate`` (held closed by the caller) lets an interrupt stop it; from the
+    record's creation on the run exists, and only its drain may turn an interrupt into a cancel.
+    """
     backend.prepare(options)
-    job, hither_refs = build_job(source, namespace, options, context, backend.secret_keys(options, context.cwd))
+    gate = gate or InterruptGate()
+    gate.open()
+    try:
+        job, hither_refs = build_job(source, namespace, options, context, backend.secret_keys(options, context.cwd))
+    except KeyboardInterrupt as exc:
+        raise explain_interrupt(exc, "interrupted while the cell was being prepared; nothing ran.") from None
+    finally:
+        gate.close()
     record = registry.create(backend=options.backend, profile=options.profile(), cell_id=context.cell_id,
                              msg_id=context.msg_id, label=context.label, run_id=job.header.run_id,
                              background=context.background, execution_count=context.execution_count)
     hithers = HitherSession(hither_refs, report=sink.stderr)
+    handle: RunHandle | None = None
     try:
         hithers.enter()
         handle = backend.submit(job, options)
+        if handle.remote_id:
+            registry.update(record.run_id, remote_id=handle.remote_id)
+        active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
+                           ProgressMirror(attach, widgets=context.widgets))
     except BaseException as exc:
+        if handle is not None:
+            handle.kill()
         hithers.exit(exc)
         registry.finish(record.run_id, RunState.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
-    if handle.remote_id:
-        registry.update(record.run_id, remote_id=handle.remote_id)
-    active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
-                       ProgressMirror(attach, widgets=context.widgets))
     _ACTIVE[record.run_id] = active
     return active
 
 
-def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None = None
-          ) -> tuple[wire.Event, str | None]:
+def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None = None,
+          gate: InterruptGate | None = None) -> tuple[wire.Event, str | None]:
     """Dispatch events until a terminal one; returns it and why we stopped the run ourselves, if we did.
 
     A KeyboardInterrupt (kernel interrupt) asks the worker to stop and kills it after ``grace`` seconds; a second
     interrupt kills it at once. The run's timeout (0: none) and ``active.cancel`` stop it the same way.
+
+    ``gate`` (a foreground run, on the kernel's main thread) lets interrupts in only while waiting for events and
+    while hither callbacks (user code) run: events are taken off the handle with interrupts held and kept in
+    ``pending`` until handled, so none is ever lost (a lost terminal event would hang the cell). It is closed when
+    the terminal event is returned.
     """
+    gate = gate or InterruptGate()  # off the main thread (a background run's drainer) it does nothing
     handle = active.handle
     timeout = active.options.timeout
     deadline = active.started + timeout if timeout else None
     reason: str | None = None
     kill_at: float | None = None
+    pending: deque[wire.Event] = deque()
 
     def stop(why: str) -> None:
         nonlocal reason, kill_at
@@ -225,11 +249,24 @@ def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None
 
     while True:
         try:
-            for event in handle.next_events(0.1):
-                if event.terminal:
+            if not pending:
+                gate.open()
+                try:
+                    handle.wait(0.1)
+                finally:
+                    gate.close()
+                pending.extend(handle.next_events(0))
+            while pending:
+                if pending[0].terminal:
                     active.sink.flush()
-                    return event, reason
-                dispatch(event, active)
+                    return pending.popleft(), reason
+                event = pending.popleft()
+                if isinstance(event, wire.HitherCalls):  # user code: the user may need to stop it
+                    gate.open()
+                try:
+                    dispatch(event, active)
+                finally:
+                    gate.close()
             now = time.monotonic()
             if kill_at is not None and now >= kill_at:
                 kill_at = None
@@ -240,7 +277,7 @@ def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None
                 stop("timeout")
             if on_tick is not None:
                 on_tick()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # raised where the gate was open; raising closed it
             if reason != "interrupt":
                 stop("interrupt")
             else:
@@ -309,8 +346,32 @@ def run_cell(
     interrupt_grace: float = 1.0,
     show_panel: bool = True,
 ) -> RunOutcome:
-    """Run one transformed cell body remotely (foreground) and apply its results to ``namespace`` on success."""
-    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context)
+    """Run one transformed cell body remotely (foreground) and apply its results to ``namespace`` on success.
+
+    From the run's creation to the assignment of its results, interrupts are held except where the drain can turn
+    them into a cancel (see mini_magic.interrupts): whenever the interrupt lands, no worker is left waiting, no record
+    is left unfinished, and the record says ``done`` exactly when the names were assigned. An interrupt that arrives
+    after the result is raised once the names are assigned.
+    """
+    result: RunOutcome | None = None
+    try:
+        with InterruptGate() as gate:
+            result = _run_foreground(source, namespace, options, backend=backend, registry=registry, sink=sink,
+                                     context=context, interrupt_grace=interrupt_grace, show_panel=show_panel,
+                                     gate=gate)
+    except KeyboardInterrupt as exc:
+        if result is None:
+            raise
+        raise explain_interrupt(exc, "the run had finished and its results were assigned when the interrupt "
+                                     "arrived.") from None
+    return result
+
+
+def _run_foreground(source: str, namespace: dict[str, Any], options: RunOptions, *, backend: Backend,
+                    registry: RunRegistry, sink: OutputSink, context: CellContext, interrupt_grace: float,
+                    show_panel: bool, gate: InterruptGate) -> RunOutcome:
+    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink,
+                       context=context, gate=gate)
     panel: Any = None
 
     def tick() -> None:
@@ -324,7 +385,7 @@ def run_cell(
             panel.update(active.record)
 
     try:
-        terminal, reason = drain(active, grace=interrupt_grace, on_tick=tick)
+        terminal, reason = drain(active, grace=interrupt_grace, on_tick=tick, gate=gate)
     except BaseException as exc:
         abandon(active, exc)
         raise

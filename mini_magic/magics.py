@@ -17,7 +17,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from .backends import backend_classes
 from .backends.base import RunOptions
 from .config import DEFAULT_TIMEOUT
-from .errors import ThitherUsageError
+from .errors import ThitherUsageError, explain_interrupt
 from .execution import CellContext, run_cell
 from .local_resources import parse_volume
 from .ui import runs_table
@@ -134,6 +134,12 @@ class ThitherMagics(Magics):
     def thither(self, line: str, cell: str | None = None) -> Any:
         if cell is None:
             return self._line_command(line)
+        try:
+            return self._cell(line, cell)
+        except KeyboardInterrupt as exc:  # one line, never a traceback of mini_magic's frames
+            raise explain_interrupt(exc, "interrupted before the run started; nothing ran.") from None
+
+    def _cell(self, line: str, cell: str) -> Any:
         assert self.shell is not None
         args = self.parser.parse_argstring(line)
         options = self.options(args)

@@ -8,8 +8,9 @@ registering it under the ``mini_magic.backends`` entry-point group); nothing els
 from __future__ import annotations
 
 import argparse
-import queue
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,6 +52,11 @@ class RunHandle(ABC):
         """Events that arrived, waiting up to ``timeout`` seconds for the first; [] if none came."""
 
     @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until events are there, taking none (an interrupt here loses nothing);
+        True if there are some."""
+
+    @abstractmethod
     def cancel(self) -> None:
         """Ask the run to stop (a local worker gets SIGINT); a terminal event follows."""
 
@@ -60,21 +66,32 @@ class RunHandle(ABC):
 
 
 class QueuedRunHandle(RunHandle):
-    """A handle whose backend threads put events on a local queue, drained by ``next_events``."""
+    """A handle whose backend threads :meth:`put` events on a local queue, drained by ``next_events``.
+
+    Waiting and taking are separate steps so that the kernel can wait with interrupts let in and take with them
+    held: an event is either still queued or returned, never lost in between (see mini_magic.interrupts).
+    """
 
     def __init__(self) -> None:
-        self._events: queue.Queue[Event] = queue.Queue()
+        self._ready = threading.Condition()
+        self._queued: deque[Event] = deque()
+
+    def put(self, event: Event) -> None:
+        with self._ready:
+            self._queued.append(event)
+            self._ready.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._ready:
+            return self._ready.wait_for(lambda: bool(self._queued), timeout)
 
     def next_events(self, timeout: float) -> list[Event]:
-        try:
-            events = [self._events.get(timeout=timeout)]
-        except queue.Empty:
+        if not self.wait(timeout):
             return []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+        with self._ready:
+            events = list(self._queued)
+            self._queued.clear()
+        return events
 
 
 class Backend(ABC):

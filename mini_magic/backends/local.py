@@ -87,6 +87,7 @@ class LocalRun(QueuedRunHandle):
         self._pool = pool
         self._lock = threading.Lock()
         self.worker: WorkerProcess | None = None
+        self.worker_released = False  # the worker went back to the pool: this run may no longer signal it
         self.cancel_requested = False
         self.finished = False
 
@@ -97,7 +98,7 @@ class LocalRun(QueuedRunHandle):
                     if self.finished:
                         return
                     self.finished = True
-            self._events.put(event)
+            self.put(event)
 
     def cancel(self) -> None:
         self._stop(WorkerProcess.interrupt)
@@ -106,8 +107,11 @@ class LocalRun(QueuedRunHandle):
         self._stop(WorkerProcess.kill)
 
     def _stop(self, signal_worker: Callable[[WorkerProcess], None]) -> None:
-        """Signal the worker running this run; a run still waiting for one just leaves the queue."""
+        """Signal the worker running this run; a run still waiting for one just leaves the queue. A run that has
+        ended owns no worker any more (it may be serving another run): nothing is signalled."""
         with self._lock:
+            if self.finished or self.worker_released:
+                return
             self.cancel_requested = True
             worker = self.worker
         if worker is not None:
@@ -206,9 +210,12 @@ class WorkerPool:
             return
         terminal = next((e for e in events if e.terminal), None)
         if terminal is not None:
-            # Back in the pool before the run hears it ended, so a cell submitted right after finds it warm.
-            dirty = getattr(terminal, "dirty", None)
-            self._release(worker, reusable=not dirty and not run.cancel_requested and worker.alive)
+            # Back in the pool before the run hears it ended, so a cell submitted right after finds it warm; from
+            # here on a late cancel of this run must not reach the worker.
+            with run._lock:
+                run.worker_released = True
+                reusable = not getattr(terminal, "dirty", None) and not run.cancel_requested and worker.alive
+            self._release(worker, reusable=reusable)
         run.deliver(events)
 
     def _on_exit(self, worker: WorkerProcess, returncode: int | None, log_tail: str, leftover: tuple[str, str]) -> None:

@@ -75,14 +75,14 @@ class ModalRun(QueuedRunHandle):
         if self._queue is None:
             self._result_ready.wait()
             assert self._terminal is not None
-            self._events.put(self._terminal)
+            self.put(self._terminal)
             return
         decoder = modal_runner.ItemDecoder()
         while True:
             if decoder.ended:
                 self._result_ready.wait()
                 assert self._terminal is not None
-                self._events.put(self._terminal)
+                self.put(self._terminal)
                 return
             finishing = self._result_ready.is_set()
             try:
@@ -91,16 +91,16 @@ class ModalRun(QueuedRunHandle):
             except queue.Empty:
                 items = []
             except Exception as exc:  # noqa: BLE001 - the queue went away (app stopped); finish with what we have
-                self._events.put(wire.Stderr(seq=0, text=f"mini_magic: reading run events failed: {exc}\n"))
+                self.put(wire.Stderr(seq=0, text=f"mini_magic: reading run events failed: {exc}\n"))
                 items, finishing = [], True
                 self._result_ready.wait()
             self.queue_operations += 1
             for item in items:
                 for event in decoder.feed(item):
-                    self._events.put(event)
+                    self.put(event)
             if finishing and not items:
                 assert self._terminal is not None
-                self._events.put(self._terminal)
+                self.put(self._terminal)
                 return
 
     def cancel(self) -> None:
