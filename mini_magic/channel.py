@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import mmap
 import os
 import socket
 import struct
@@ -18,6 +19,7 @@ from typing import Any
 
 _COUNT = struct.Struct("!I")
 _LENGTH = struct.Struct("!Q")
+_SMALL_FRAME = 1 << 20  # read into a bytearray; larger frames into memory that exists only as bytes arrive
 
 
 class ChannelClosed(EOFError):
@@ -45,20 +47,34 @@ class Channel:
             for view in rest:
                 self.sock.sendall(view)
 
-    def recv_frames(self) -> list[bytearray]:
+    def recv_frames(self) -> list[bytearray | mmap.mmap]:
+        """One message's frames, as bytes-like objects (a large frame is an anonymous ``mmap``)."""
         (count,) = _COUNT.unpack(self._recv_exact(_COUNT.size))
         lengths = [_LENGTH.unpack(self._recv_exact(_LENGTH.size))[0] for _ in range(count)]
         return [self._recv_exact(n) for n in lengths]
 
-    def _recv_exact(self, n: int) -> bytearray:
-        buf = bytearray(n)
+    def _recv_exact(self, n: int) -> bytearray | mmap.mmap:
+        buf: bytearray | mmap.mmap
+        if n <= _SMALL_FRAME:
+            buf = bytearray(n)
+        else:
+            # A length is only a claim until its bytes arrive. An anonymous mapping reserves address space, and the
+            # kernel gives it memory page by page as recv_into writes, so a false multi-GB length costs nothing
+            # while a real multi-GB buffer is still received in place, with no copy (and no zero-filling pass).
+            try:
+                buf = mmap.mmap(-1, n)
+            except (OSError, OverflowError, ValueError) as exc:
+                raise ChannelClosed(f"a frame of {n} bytes cannot be received here ({exc})") from None
         view = memoryview(buf)
         got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:], n - got)
-            if k == 0:
-                raise ChannelClosed("the peer closed the connection")
-            got += k
+        try:
+            while got < n:
+                k = self.sock.recv_into(view[got:], n - got)
+                if k == 0:
+                    raise ChannelClosed("the peer closed the connection")
+                got += k
+        finally:
+            view.release()
         return buf
 
     def close(self) -> None:
