@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import io
 import linecache
 import os
 import socket
@@ -39,9 +38,6 @@ _SYSTEM_PATHS = tuple(
 )
 
 
-_OPEN_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
-
-
 class _RecordingPickler(wire.Pickler):
     """Notes the modules of classes and functions pickled by reference: those modules must import remotely."""
 
@@ -55,10 +51,6 @@ class _RecordingPickler(wire.Pickler):
             # Local callbacks never travel: the worker gets a stub that knows only the reference id.
             self.hithers[obj.ref_id] = obj
             return (worker_hither.HitherStub, (obj.ref_id, obj.name))
-        if isinstance(obj, _OPEN_FILES):
-            # cloudpickle would snapshot a readable file's whole content into a StringIO: a silent, possibly huge,
-            # copy that no longer is the file. Refuse it like any other process-bound resource.
-            raise TypeError(f"an open file ({getattr(obj, 'name', '?')!r}) cannot be sent")
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             module = getattr(obj, "__module__", None)
             if isinstance(module, str):
@@ -112,7 +104,7 @@ _GENERIC_FIX = (
 
 def explain_unpicklable(value: Any, cause: BaseException) -> tuple[str, str]:
     """A reason a person understands, and the fix, for a value pickle refused."""
-    if isinstance(value, _OPEN_FILES):
+    if isinstance(value, wire.OPEN_FILES):
         return ("an open file or stream belongs to this process", "Send its path (a str) and open it inside the cell.")
     if isinstance(value, _LOCK_TYPES):
         return ("a lock or other synchronisation object only works inside one process", "Create it inside the cell.")

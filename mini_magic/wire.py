@@ -82,8 +82,12 @@ class PackedValues:
         return values
 
 
+OPEN_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
+
+
 class Pickler(cloudpickle.Pickler):
-    """cloudpickle, except that code objects keep the file name and lines they were compiled from.
+    """cloudpickle, except that open files are refused and code objects keep the file name and lines they were
+    compiled from.
 
     A remote traceback finds the source of a notebook function through its code object's ``co_filename`` (the
     cell's ``<ipython-input-…>`` name, whose text travels in :attr:`Job.linecache`). How cloudpickle rebuilds a code
@@ -94,6 +98,11 @@ class Pickler(cloudpickle.Pickler):
     """
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, OPEN_FILES):
+            # cloudpickle would snapshot a readable file's whole content into a StringIO: a silent, possibly huge,
+            # copy that no longer is the file. Refuse it like any other process-bound resource, both ways.
+            raise TypeError(f"an open file ({getattr(obj, 'name', '?')!r}) belongs to the process that opened it; "
+                            "send its path, or its contents (text = f.read())")
         if type(obj) is types.CodeType:
             try:
                 return marshal.loads, (marshal.dumps(obj),)

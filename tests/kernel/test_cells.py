@@ -416,6 +416,30 @@ def test_unsendable_output_warns_trailing_expression_and_matplotlib(run_notebook
     assert any("image/png" in d for d in cells[4].data("display_data")), cells[4].outputs
 
 
+def test_files_opened_in_the_cell_are_not_brought_back_as_snapshots(run_notebook):
+    """A file the cell opened (for reading, for writing, or already closed) belongs to the worker: it is named as not
+    brought back, never turned into an io.StringIO copy of its content; the other names come back."""
+    cells = run_notebook([
+        "open('data.txt', 'w').write('line one\\nline two\\n')",
+        cell("""
+            %%thither
+            reader = open("data.txt")
+            first = reader.readline()
+            writer = open("out.txt", "w")
+            with open("data.txt") as closed:
+                pass
+            holder = {"f": reader}
+        """),
+        "print(repr(first), [n for n in ('reader', 'writer', 'closed', 'holder') if n in globals()])",
+    ])
+    ok(cells[0])
+    assert cells[1].error is None, traceback_text(cells[1])
+    for name in ("reader", "writer", "closed", "holder"):
+        assert f"'{name}' was not brought back" in cells[1].stderr, cells[1].stderr
+    assert "belongs to the process that opened it" in cells[1].stderr
+    assert ok(cells[2]) == "'line one\\n' []\n"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # 7. Output
 # --------------------------------------------------------------------------------------------------------------------
