@@ -27,7 +27,7 @@ import traceback
 from types import ModuleType, TracebackType
 from typing import Any
 
-from . import wire, worker_hither, worker_tqdm
+from . import proctree, wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
 from .scrub import MIN_LENGTH, Scrubber
 from .worker_io import EventSender, OutputCapture
@@ -284,10 +284,14 @@ class _ProcessState:
         return cls()
 
     def dirty_reason(self) -> str | None:
-        """Why this worker should not run another cell (threads the cell started are still running)."""
+        """Why this worker should not run another cell: threads the cell started are still running, or processes
+        (running, or ended and never waited for; orphans of the cell's processes are ours too, as a subreaper).
+        Recycling the worker ends its whole process tree, so nothing a run started outlives it."""
         leftover = [t.name for t in threading.enumerate() if t not in self.threads and t.is_alive() and not t.daemon]
         if leftover:
             return f"the cell left threads running: {', '.join(leftover[:5])}"
+        if proctree.has_children():  # one system call: the /proc walk only when there is something to name
+            return f"the cell left processes behind: {proctree.describe(proctree.descendants(os.getpid())[:5])}"
         return None
 
     def restore(self) -> None:
@@ -302,10 +306,12 @@ class _ProcessState:
 
 
 def _watch_parent(parent_pid: int) -> None:
-    """Exit when the kernel goes away, even while a cell is busy (the socket EOF is only seen between jobs).
+    """Exit when the parent (the keeper, see worker_keeper) goes away, even while a cell is busy (the socket EOF is
+    only seen between jobs).
 
-    Polling is deliberate: PR_SET_PDEATHSIG fires when the *thread* that spawned us exits, and workers are
-    spawned from short-lived threads.
+    A fallback: on Linux the keeper set a parent-death signal, which also works while a cell holds the GIL, and the
+    keeper itself watches the kernel. Polling because a process started by some other, threaded parent cannot rely
+    on PR_SET_PDEATHSIG (it fires when the parent *thread* exits).
     """
     while True:
         time.sleep(0.5)
@@ -316,6 +322,8 @@ def _watch_parent(parent_pid: int) -> None:
 def main() -> int:
     boot = json.loads(sys.stdin.readline())
     parent_pid = os.getppid()
+    # Orphans of whatever a cell starts come to us, not to init: recycling the worker then ends them (proctree).
+    proctree.become_subreaper()
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="mini-magic-watchdog", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a running cell is interruptible
     # fd 2 is the captured stderr: a native crash's Python stack (faulthandler) then reaches the cell.

@@ -3,6 +3,10 @@ connected back over an authenticated Unix socket.
 
 Their own session matters: Jupyter's interrupt signals the kernel's whole process group, and that must reach only
 the worker running the interrupted cell (the kernel forwards it), never idle workers or background runs.
+
+The kernel's child is each worker's keeper (worker_keeper), whose child is the worker: the keeper ends the worker's
+whole process tree when the kernel dies, whatever the worker's code is doing, and after the worker crashed. Stopping
+a worker here ends its tree too (proctree.kill_tree), so no process a run started outlives it.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 
+from .. import proctree
 from ..channel import AuthenticationFailed, Channel, ChannelClosed, authenticate_as_kernel
 from ..scrub import Scrubber
 from ..wire import Event, decode_events
+from .runtime_dir import private_socket_dir  # the pool makes one per kernel (re-exported)
 
 log = logging.getLogger("mini_magic.workers")
 
@@ -51,11 +56,6 @@ class WorkerProfile:
         """The secret values of this profile, masked in everything read from its workers outside the event stream
         (the workers themselves mask them in all they send and log)."""
         return Scrubber.from_environ(self.secret_keys, dict(self.environ))
-
-
-def private_socket_dir() -> str:
-    """A 0700 directory for the sockets and worker logs of this kernel."""
-    return tempfile.mkdtemp(prefix="mini-magic-")
 
 
 def _worker_pythonpath(environ: dict[str, str]) -> dict[str, str]:
@@ -95,6 +95,7 @@ class WorkerProcess:
         self.returncode: int | None = None
         self.last_used = time.monotonic()
         self._scrubber = profile.scrubber()
+        self.detached = False
         key = key if key is not None else os.urandom(32)
         address = os.path.join(socket_dir, f"worker-{self.id}.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -109,7 +110,7 @@ class WorkerProcess:
             listener.listen(4)
             with open(self.log_path, "wb") as log_file:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "mini_magic.worker"],
+                    [sys.executable, "-m", "mini_magic.worker_keeper", str(os.getpid()), socket_dir],
                     stdin=subprocess.PIPE,
                     stdout=out_w,
                     stderr=err_w,
@@ -212,29 +213,45 @@ class WorkerProcess:
         self.channel.send_frames(frames)
 
     def interrupt(self) -> None:
-        """SIGINT to this worker only (it is in its own session, so nothing else receives it)."""
-        self._signal(signal.SIGINT)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: int) -> None:
+        """SIGINT to this worker only (it is in its own session, so nothing else receives it; its keeper forwards
+        it to the worker alone)."""
         if self.proc.poll() is None:
             try:
-                os.kill(self.proc.pid, sig)
+                os.kill(self.proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        """End the worker's whole tree now: the worker and every process a run started, wherever it went. The
+        keeper, spared, reaps them and exits with the worker's status (else :meth:`_read` kills it too)."""
+        if not self.detached and self.proc.poll() is None:
+            proctree.kill_tree(self.proc.pid, include_root=False)
+
+    def detach(self) -> None:
+        """Exempt this worker's tree from ending with the kernel or with :meth:`close` (a run the user detached)."""
+        self.detached = True
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
             except ProcessLookupError:
                 pass
 
     def close(self) -> None:
-        """Stop the worker now. Idempotent."""
+        """Stop the worker now (a detached one is only disconnected). Idempotent."""
         self.kill()
         self.channel.close()
 
     def _terminate_process(self) -> None:
+        """End the tree and reap the keeper: the start failed, or the keeper did not exit when the connection ended.
+        A keeper that does not exit once its worker is killed is killed too."""
         proc = getattr(self, "proc", None)
         if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proctree.kill_tree(proc.pid, include_root=False)
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proctree.kill_tree(proc.pid)
+                proc.wait()
 
     @property
     def alive(self) -> bool:

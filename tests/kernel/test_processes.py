@@ -1,16 +1,22 @@
 """Worker processes under a real kernel: interrupts, crashes, timeouts, warm reuse and recycling, the pool limit,
 the run registry, exit with the kernel, no TCP listener, and protocol mismatches.
 
-Processes are inspected through /proc only (no psutil): a worker is a child of the kernel whose command line
-contains ``mini_magic.worker``.
+Processes are inspected through /proc only (no psutil): a worker runs ``-m mini_magic.worker`` and is the child of
+its keeper (``-m mini_magic.worker_keeper``), a child of the kernel.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,10 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from mini_magic import wire
+from mini_magic import proctree, wire
 from mini_magic.backends.base import RunOptions
 from mini_magic.backends.local import LocalBackend
 from mini_magic.execution import CellContext, build_job
+from mini_magic.owner import Owner, process_start
+
+from .conftest import kernel_env
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +80,8 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def worker_children(parent: int) -> set[int]:
-    """Running processes whose parent is ``parent`` and whose command line runs mini_magic.worker."""
+def running_children(parent: int, module: str) -> set[int]:
+    """Running processes whose parent is ``parent`` and whose command line runs ``python -m <module>``."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -81,9 +90,15 @@ def worker_children(parent: int) -> set[int]:
         fields = proc_stat(pid)
         if fields is None or fields[0] in ("Z", "X") or int(fields[1]) != parent:
             continue
-        if "mini_magic.worker" in cmdline(pid):
+        if module in cmdline(pid):
             found.add(pid)
     return found
+
+
+def workers_of(kernel: int) -> set[int]:
+    """The kernel's running workers: children of its keepers."""
+    return {pid for keeper in running_children(kernel, "mini_magic.worker_keeper")
+            for pid in running_children(keeper, "mini_magic.worker")}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
@@ -194,8 +209,9 @@ def test_interrupt_reaches_only_the_running_worker(live_kernel):
     p2 = pid_of(kernel.run("%%thither --env P=2\nimport os\nprint('PID', os.getpid(), os.environ['P'])"))
     assert p1 != p2
 
-    # Each worker is a child of the kernel, in a session of its own (not the kernel's, not each other's).
-    assert parent_of(p1) == kpid and parent_of(p2) == kpid
+    # Each worker is a child of its keeper, a child of the kernel, in a session of its own (not the kernel's, not
+    # each other's).
+    assert parent_of(parent_of(p1)) == kpid and parent_of(parent_of(p2)) == kpid
     assert "mini_magic.worker" in cmdline(p1)
     sessions = {session_of(kpid), session_of(p1), session_of(p2)}
     assert len(sessions) == 3, sessions
@@ -204,7 +220,7 @@ def test_interrupt_reaches_only_the_running_worker(live_kernel):
     remote = kernel.run("%%thither --env P=2\nimport os\nprint('SID', os.getsid(0))")
     assert int(re.search(r"SID (\d+)", remote.stdout).group(1)) == session_of(p2) != session_of(kpid)
 
-    bystanders = worker_children(kpid)  # the P=2 worker, the prewarmed default one, ...
+    bystanders = workers_of(kpid)  # the P=2 worker, the prewarmed default one, ...
     msg_id, p3 = start_blocking(kernel, header="%%thither --env P=1")
     assert p3 == p1, "the warm P=1 worker was not reused"
     bystanders.discard(p3)
@@ -353,14 +369,16 @@ def test_warm_workers_are_reused_until_dirtied_and_are_spawned_fresh(run_noteboo
     assert "b'mini_magic.worker'" in spawn.stdout.split("CMDLINE", 1)[1]
 
 
-def test_worker_is_a_spawned_child_of_the_kernel(live_kernel):
+def test_worker_is_a_spawned_grandchild_of_the_kernel_through_its_keeper(live_kernel):
     kernel = live_kernel()
     kpid = kernel_pid(kernel)
     pid = pid_of(kernel.run(PRINT_PID))
-    assert parent_of(pid) == kpid
+    keeper = parent_of(pid)
+    assert parent_of(keeper) == kpid
+    assert cmdline(keeper)[1:3] == ["-m", "mini_magic.worker_keeper"], cmdline(keeper)
     args = cmdline(pid)
     assert args[1:3] == ["-m", "mini_magic.worker"], args
-    assert pid in worker_children(kpid)
+    assert pid in workers_of(kpid)
 
 
 # -- 6. workers exit with the kernel ---------------------------------------------------------------------
@@ -371,7 +389,7 @@ def test_workers_exit_when_the_kernel_is_killed(live_kernel):
     kpid = kernel_pid(kernel)
     idle = pid_of(kernel.run(PRINT_PID))
     _, busy = start_blocking(kernel, header="%%thither --env BUSY=1")
-    workers = worker_children(kpid)
+    workers = workers_of(kpid)
     assert {idle, busy} <= workers
 
     kernel.km.shutdown_kernel(now=True)  # SIGKILL: no atexit, no clean close of the backend
@@ -381,6 +399,167 @@ def test_workers_exit_when_the_kernel_is_killed(live_kernel):
     assert wait_until(lambda: not any(running(pid) for pid in left), 8), (
         f"workers {[pid for pid in left if running(pid)]} outlived their kernel"
     )
+
+
+# -- 6b. nothing a run started outlives it ---------------------------------------------------------------
+
+# A cell that starts two processes that escape a plain kill of the worker: `!cmd &` leaves an orphan (its shell exits
+# at once), and a setsid child has a session and process group of its own. Their pids go to a file (a background
+# run's output does not reach the cell's stream).
+ESCAPEES = (
+    "import json, os, subprocess, time\n"
+    "orphan = !sleep 300 > /dev/null 2>&1 & echo $!\n"
+    "setsid = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+    "with open('escapees.partial', 'w') as f:\n"
+    "    json.dump({'worker': os.getpid(), 'keeper': os.getppid(), 'orphan': int(orphan[0]), 'setsid': setsid.pid},"
+    " f)\n"
+    "os.replace('escapees.partial', 'escapees.json')\n"
+    "del orphan, setsid, f\n"
+)
+
+
+def escapees(workdir: Path, timeout: float = 30) -> dict[str, int]:
+    """The pids the ESCAPEES prelude wrote, once it wrote them (a cell may end right after)."""
+    path = workdir / "escapees.json"
+    assert wait_until(path.exists, timeout), "the cell did not start its processes"
+    pids = json.loads(path.read_text())
+    path.unlink()
+    return pids
+
+
+def all_running(pids: dict[str, int]) -> bool:
+    """All still there, the setsid one in a session of its own."""
+    return all(running(pid) for pid in pids.values()) and session_of(pids["setsid"]) != session_of(pids["worker"])
+
+
+def gone(pids: dict[str, int], timeout: float = 10) -> bool:
+    return wait_until(lambda: not any(running(pid) for pid in pids.values()), timeout)
+
+
+@pytest.mark.parametrize("ending", ["interrupt", "timeout", "cancel", "crash", "normal end"])
+def test_no_process_a_run_started_outlives_the_run(live_kernel, workdir, ending):
+    kernel = live_kernel()
+    block = "while True:\n    time.sleep(0.05)\n"
+    if ending == "interrupt":
+        msg_id = kernel.submit(f"%%thither\n{ESCAPEES}{block}")
+        pids = escapees(workdir)
+        assert all_running(pids)
+        kernel.interrupt()
+        assert kernel.collect(msg_id, timeout=30).error["ename"] == "KeyboardInterrupt"
+    elif ending == "timeout":
+        msg_id = kernel.submit(f"%%thither --timeout 5\n{ESCAPEES}{block}")
+        pids = escapees(workdir)
+        assert all_running(pids)
+        assert kernel.collect(msg_id, timeout=60).error["ename"] == "RunTimeout"
+    elif ending == "cancel":
+        assert kernel.run(f"%%thither --bg --name job\n{ESCAPEES}{block}").error is None
+        pids = escapees(workdir)
+        assert all_running(pids)
+        cancelled = kernel.run("job.cancel()\nprint(job.wait(20), job.state)")
+        assert cancelled.stdout == "True cancelled\n", cancelled.outputs
+    elif ending == "crash":
+        msg_id = kernel.submit(f"%%thither\n{ESCAPEES}os._exit(3)")
+        pids = escapees(workdir)
+        assert kernel.collect(msg_id, timeout=30).error["ename"] == "WorkerCrashed"
+    else:
+        msg_id = kernel.submit(f"%%thither\n{ESCAPEES}")
+        pids = escapees(workdir)
+        assert kernel.collect(msg_id, timeout=30).error is None
+    assert gone(pids), f"still running after the run's {ending}: {[p for p in pids.values() if running(p)]}"
+    assert pid_of(kernel.run(PRINT_PID)) != pids["worker"]
+
+
+def test_killing_the_kernel_ends_a_worker_that_holds_the_gil_and_everything_it_started(live_kernel, workdir):
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    kernel = live_kernel(env={"TMPDIR": str(tmp)})
+    kpid = kernel_pid(kernel)
+    idle = pid_of(kernel.run(PRINT_PID))
+    # re holds the GIL for the whole match (2**40 steps): the worker's own watchdog thread never runs again.
+    assert kernel.run(f"%%thither --bg --name job\n{ESCAPEES}import re\nre.match(r'(a+)+$', 'a' * 40 + '!')").error \
+        is None
+    pids = escapees(workdir)
+    (runtime_dir,) = tmp.glob("mini-magic-*")
+    time.sleep(0.5)  # well inside the match by now
+    assert all_running(pids)
+
+    os.kill(kpid, signal.SIGKILL)
+    t0 = time.monotonic()
+    assert wait_until(lambda: not running(pids["worker"]), 5, interval=0.01), "the GIL-holding worker outlived " \
+        "its kernel by 5 s"
+    took = time.monotonic() - t0
+    print(f"the GIL-holding worker ended {took:.2f} s after kill -9 of its kernel")
+    assert gone({**pids, "idle": idle}, 5)
+    assert wait_until(lambda: not runtime_dir.exists(), 5), "the dead kernel's runtime directory is still there"
+
+
+# The "kernel" here is a plain process with the local backend, so that it can detach a worker (no front end offers
+# a local detach yet) before it is killed.
+SELF_KILLING_KERNEL = f"""
+import os, signal, sys, time
+from IPython.core.inputtransformer2 import TransformerManager
+from mini_magic.backends.base import RunOptions
+from mini_magic.backends.local import LocalBackend
+from mini_magic.execution import CellContext, build_job
+
+backend = LocalBackend(max_workers=1, prewarm=False)
+options = RunOptions(backend="local")
+cell = TransformerManager().transform_cell({ESCAPEES!r}) + "while True: time.sleep(0.05)"
+run = backend.submit(build_job(cell, {{}}, options, CellContext(cwd=os.getcwd()))[0], options)
+while not os.path.exists('escapees.json'):
+    time.sleep(0.02)
+if sys.argv[1] == "detach":
+    run.worker.detach()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["attached", "detached"])
+def test_only_a_detached_worker_outlives_its_kernel(workdir, detached):
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    kernel = subprocess.run([sys.executable, "-c", SELF_KILLING_KERNEL, "detach" if detached else "attached"],
+                            cwd=workdir, env=kernel_env(workdir, TMPDIR=str(tmp)), timeout=60, capture_output=True,
+                            text=True)
+    assert kernel.returncode == -signal.SIGKILL, kernel.stderr
+    pids = escapees(workdir)
+    try:
+        if detached:
+            time.sleep(2)  # eight times the keeper's poll
+            assert all_running(pids), pids
+        else:
+            assert gone(pids, 5)
+            assert list(tmp.glob("mini-magic-*")) == []
+    finally:
+        proctree.kill_tree(pids["keeper"])
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert gone(pids)
+
+
+def test_a_new_kernel_removes_runtime_dirs_of_dead_kernels_only(live_kernel, workdir):
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    first = live_kernel(env=env)
+    (live_dir,) = tmp.glob("mini-magic-*")
+    assert json.loads((live_dir / "owner.json").read_text())["pid"] == kernel_pid(first)
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    dead = Owner(socket.gethostname(), sleeper.pid, process_start(sleeper.pid))
+    sleeper.kill()
+    sleeper.wait()
+    dead_dir = tmp / "mini-magic-deadkernel"
+    dead_dir.mkdir()
+    (dead_dir / "owner.json").write_text(json.dumps(dead.to_json()))
+    (dead_dir / "worker-1.log").write_text("left behind")
+    unmarked = tmp / "mini-magic-unmarked"  # an older version's, or one being made right now: not ours to judge
+    unmarked.mkdir()
+
+    second = live_kernel(env=env)
+    assert kernel_pid(second) != kernel_pid(first)
+    assert not dead_dir.exists(), "the dead kernel's runtime directory was not removed"
+    assert live_dir.exists() and unmarked.exists()
+    assert len(list(tmp.glob("mini-magic-*"))) == 3  # the live one, the unmarked one, and the second kernel's
 
 
 # -- 7. pool limit and queueing --------------------------------------------------------------------------

@@ -161,6 +161,7 @@ def test_worker_side_imports_only_stdlib_and_cloudpickle() -> None:
     code = (
         "import sys; before = set(sys.modules)\n"
         "import mini_magic.worker\n"
+        "import mini_magic.worker_keeper\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "allowed = set(sys.stdlib_module_names) | {'mini_magic', 'cloudpickle', '_distutils_hack'}\n"
         "print(sorted(m for m in new if m not in allowed and not m.startswith('_')))\n"
