@@ -245,7 +245,7 @@ class WorkerProcess:
         """End the tree and reap the keeper: the start failed, or the keeper did not exit when the connection ended.
         A keeper that does not exit once its worker is killed is killed too."""
         proc = getattr(self, "proc", None)
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None and not self.detached:
             proctree.kill_tree(proc.pid, include_root=False)
             try:
                 proc.wait(timeout=2)

@@ -494,7 +494,7 @@ def test_killing_the_kernel_ends_a_worker_that_holds_the_gil_and_everything_it_s
 
 
 # The "kernel" here is a plain process with the local backend, so that it can detach a worker (no front end offers
-# a local detach yet) before it is killed.
+# a local detach yet) and close the backend before it is killed.
 SELF_KILLING_KERNEL = f"""
 import os, signal, sys, time
 from IPython.core.inputtransformer2 import TransformerManager
@@ -510,6 +510,8 @@ while not os.path.exists('escapees.json'):
     time.sleep(0.02)
 if sys.argv[1] == "detach":
     run.worker.detach()
+    backend.close()  # a clean close spares a detached worker too,
+    time.sleep(6)  # also once the worker's reader thread stopped waiting (5 s) for its keeper to exit
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
