@@ -83,6 +83,12 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid``; None where /proc cannot tell (the process is gone, or no /proc)."""
+    fields = _stat(pid)
+    return int(fields[1]) if fields is not None else None
+
+
 def _children_files_exist() -> bool:
     return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 

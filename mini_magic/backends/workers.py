@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +35,18 @@ log = logging.getLogger("mini_magic.workers")
 
 START_TIMEOUT = 60.0
 _ids = count(1)
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket; None where the platform cannot tell."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        pid, _uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid
 
 
 class WorkerStartError(RuntimeError):
@@ -143,7 +156,12 @@ class WorkerProcess:
         self._reader.start()
 
     def _accept(self, listener: socket.socket, key: bytes) -> socket.socket:
-        """Accept until our worker authenticates; any other peer is refused and dropped."""
+        """Accept until our worker authenticates; any other peer is refused and dropped.
+
+        Authentication is what keeps an impostor out; the peer's pid (SO_PEERCRED, where the platform has it) is
+        what keeps one from delaying the real worker: a same-user process that connects first and then says nothing
+        would hold the handshake for its whole timeout.
+        """
         listener.settimeout(0.05)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -155,6 +173,12 @@ class WorkerProcess:
                         f"the worker process exited with code {self.proc.returncode} before connecting: "
                         f"{self.log_tail() or 'no output'}"
                     ) from None
+                continue
+            peer = _peer_pid(conn)
+            if peer is not None and peer != self.proc.pid and proctree.parent_of(peer) != self.proc.pid:
+                # Not our worker (the keeper's child): refused at once, before it could make the real one wait.
+                log.warning("refused a connection on the worker socket from pid %s, which is not this worker", peer)
+                conn.close()
                 continue
             conn.settimeout(10)
             try:

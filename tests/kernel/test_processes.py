@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -851,3 +852,43 @@ def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
     assert str(value) in terminal.message and here in terminal.message, terminal.message
     assert not any(isinstance(e, (wire.Started, wire.Stdout)) for e in events), events
     assert not marker.exists(), "the job body was unpickled despite the header mismatch"
+
+
+def test_a_silent_same_user_connection_does_not_delay_a_worker_start(tmp_path):
+    """A process of the same user that connects to the worker's socket during start-up and then says nothing is
+    refused at once (its pid is not the worker's); the real worker still starts without waiting for it."""
+    from mini_magic.backends.workers import WorkerProcess, WorkerProfile, private_socket_dir
+
+    socket_dir = private_socket_dir()
+    intruders: list[socket.socket] = []
+    stop = threading.Event()
+
+    def connect_first() -> None:  # polls for the socket file and connects before the worker can
+        while not stop.is_set():
+            for name in os.listdir(socket_dir):
+                if name.endswith(".sock"):
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    try:
+                        sock.connect(os.path.join(socket_dir, name))
+                        intruders.append(sock)
+                        return
+                    except OSError:
+                        sock.close()
+            time.sleep(0.0005)
+
+    intruder = threading.Thread(target=connect_first, daemon=True)
+    intruder.start()
+    started = time.monotonic()
+    worker = WorkerProcess(WorkerProfile.from_env(dict(os.environ)), socket_dir=socket_dir, cwd=str(tmp_path),
+                           on_events=lambda w, e: None, on_exit=lambda *a: None)
+    took = time.monotonic() - started
+    stop.set()
+    try:
+        assert intruders, "the test's intruder never connected: it proves nothing"
+        assert took < 5, f"the worker took {took:.1f} s to start with a silent peer on its socket"
+        assert intruders[0].recv(1) == b"", "the intruder's connection was not closed"
+    finally:
+        worker.close()
+        for sock in intruders:
+            sock.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
