@@ -22,6 +22,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 _LINUX = sys.platform.startswith("linux")
@@ -161,6 +162,17 @@ def _send(pid: int, sig: int) -> bool:
     return True
 
 
+def _wait_stopped(pids: list[int], timeout: float = 1.0) -> None:
+    """Wait until each process has really stopped (or is gone). kill() only queues SIGSTOP: a process still running
+    on another CPU can fork once more after it returned, and a walk made before that fork would miss the child."""
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        pending = [pid for pid in pending if (fields := _stat(pid)) is not None and fields[0] not in ("T", "t", "Z", "X")]
+        if pending:
+            time.sleep(0.0005)
+
+
 def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
     """SIGKILL everything below ``root``, and ``root`` itself unless ``include_root`` is False; returns the pids
     signalled. Does not wait: each process's parent reaps it. Sparing the root matters when the root is a subreaper
@@ -181,13 +193,16 @@ def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
     stopped: list[int] = []
     if include_root and _send(root, signal.SIGSTOP):
         stopped.append(root)
+    _wait_stopped(stopped)
     tried = set(stopped)
     while True:
         new = [pid for pid in descendants(root) if pid not in tried]
         if not new:
             break  # everything below root is stopped: the tree cannot change any more
         tried.update(new)
-        stopped.extend(pid for pid in new if _send(pid, signal.SIGSTOP))
+        batch = [pid for pid in new if _send(pid, signal.SIGSTOP)]
+        _wait_stopped(batch)
+        stopped.extend(batch)
     for pid in stopped:
         _send(pid, signal.SIGKILL)
     return stopped
