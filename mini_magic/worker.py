@@ -33,6 +33,7 @@ from .scrub import MIN_LENGTH, Scrubber
 from .worker_io import EventSender, OutputCapture
 from .worker_modules import ShippedModules, evict_local_modules
 from .worker_shell import WorkerShell
+from .worker_state import InterpreterState
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _HIDDEN_NAMES = frozenset({"__builtins__", "get_ipython"})
@@ -53,8 +54,13 @@ class Worker:
             self.capture.sync()
 
     def handle(self, frames: list[Any]) -> None:
-        """Check the header of one job message before unpickling anything, then run it."""
-        header = wire.JobHeader.from_dict(wire.read_control(frames[0]))
+        """Check the header of one job message before unpickling anything, then run it.
+
+        Takes the frames: it empties the list, which the receive loop would otherwise keep (with the job's inputs)
+        until the next job arrives."""
+        first, *body = frames
+        frames.clear()
+        header = wire.JobHeader.from_dict(wire.read_control(first))
         problem = header.mismatch()
         if problem is not None:
             self.sender.emit(
@@ -65,7 +71,7 @@ class Worker:
                 traceback="",
             )
             return
-        self.run(wire.decode_job(header, frames[1:]))
+        self.run(wire.decode_job(header, body))
 
     def run(self, job: wire.Job) -> None:
         self.sender.emit(wire.Started, run_id=job.header.run_id, pid=os.getpid(), host=socket.gethostname())
@@ -97,6 +103,7 @@ class Worker:
                 self.capture.active = False
             saved.restore()
             evict_local_modules(job.modules, job.cwd, saved.modules)
+            saved.release()
 
     def _run(self, job: wire.Job, saved: _ProcessState, calls: worker_hither.CallBuffer | None) -> None:
         try:
@@ -105,7 +112,7 @@ class Worker:
                 os.chdir(job.cwd)
             _register_sources(job)
             with ShippedModules(job.modules):
-                namespace = self._namespace(job)
+                namespace = saved.namespace = self._namespace(job)
                 initial = dict(namespace)
                 if self.display is not None:
                     self.display.before_run()
@@ -278,6 +285,8 @@ class _ProcessState:
         self.path = list(sys.path)
         self.threads = set(threading.enumerate())
         self.modules = set(sys.modules)
+        self.interpreter = InterpreterState.save()
+        self.namespace: dict[str, Any] | None = None  # the run's, emptied by release()
 
     @classmethod
     def save(cls) -> _ProcessState:
@@ -292,7 +301,7 @@ class _ProcessState:
             return f"the cell left threads running: {', '.join(leftover[:5])}"
         if proctree.has_children():  # one system call: the /proc walk only when there is something to name
             return f"the cell left processes behind: {proctree.describe(proctree.descendants(os.getpid())[:5])}"
-        return None
+        return self.interpreter.unrestorable()
 
     def restore(self) -> None:
         if dict(os.environ) != self.environ:
@@ -303,6 +312,16 @@ class _ProcessState:
         except OSError:
             pass
         sys.path[:] = self.path
+        self.interpreter.restore()
+
+    def release(self) -> None:
+        """Drop the run's namespace and everything it holds: a function the cell defined keeps the namespace in a
+        reference cycle (its ``__globals__``), and so do an error's frames, so without this an idle worker would
+        keep the run's inputs resident until a garbage collection happens to run. Not while a thread the run
+        started still runs: it may still use the namespace."""
+        namespace, self.namespace = self.namespace, None
+        if namespace is not None and not any(t.is_alive() for t in threading.enumerate() if t not in self.threads):
+            namespace.clear()
 
 
 def _watch_parent(parent_pid: int) -> None:
