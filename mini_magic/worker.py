@@ -119,11 +119,13 @@ class Worker:
                 has_value, value = _execute(job, namespace)
                 if self.display is not None:
                     self.display.after_run()
+                saved.interpreter.restore()  # the worker's own code (packing, sending) runs in its own state
                 if calls is not None:
                     calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
                 self._send_result(job, namespace, initial, has_value, value, saved)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
+            saved.interpreter.restore()
             if calls is not None:
                 calls.close()
             self.sync_output()

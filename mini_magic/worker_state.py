@@ -126,6 +126,7 @@ class InterpreterState:
         os.umask(self.umask)
         self.niceness = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
         self.rc_params = _rc_params()
+        self.restored = False
 
     @classmethod
     def save(cls) -> InterpreterState:
@@ -152,12 +153,22 @@ class InterpreterState:
             if handler is None and _getsignal(sig) is not None:
                 return f"the cell replaced the handler of {signal.Signals(sig).name} that was not set from Python"
         rc = getattr(sys.modules.get("matplotlib"), "rcParams", None)
-        if self.rc_params is not None and isinstance(rc, dict) and dict.get(rc, "backend") != self.rc_params.get("backend"):
+        # Before the run, or for a run that imported matplotlib what its import took: MPLBACKEND (the worker sets it).
+        before = os.environ.get("MPLBACKEND") if self.rc_params is None else self.rc_params.get("backend")
+        if isinstance(rc, dict) and before is not None and dict.get(rc, "backend") != before:
             return "the cell switched the matplotlib backend (matplotlib.use)"
         return None
 
     def restore(self) -> None:
-        """Put back what the run changed. Cheap when nothing did: identity comparisons, no system call per item."""
+        """Put back what the run changed; cheap when nothing did (C-level comparisons, a few system calls).
+
+        Once per run, as soon as the cell's code is done: the worker's own code that packs and sends the results must
+        not run under the cell's builtins, recursion limit or streams (``builtins.isinstance = None`` in a cell
+        would otherwise crash the worker). Later calls do nothing.
+        """
+        if self.restored:
+            return
+        self.restored = True
         for name, saved in zip(_SYS_OBJECTS, self.sys_objects):
             if getattr(sys, name, _MISSING) is not saved:
                 if saved is _MISSING:
@@ -191,13 +202,13 @@ class InterpreterState:
                 try:
                     resource.setrlimit(rlimit, saved)
                 except (ValueError, OSError):
-                    pass  # a lowered hard limit: unrestorable() already had the worker recycled
+                    pass  # a lowered hard limit: unrestorable() has the worker recycled
         os.umask(self.umask)
         if hasattr(os, "setpriority") and os.getpriority(os.PRIO_PROCESS, 0) != self.niceness:
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, self.niceness)
             except OSError:
-                pass  # raised niceness: unrestorable() already had the worker recycled
+                pass  # a raised niceness: unrestorable() has the worker recycled
         _restore_matplotlib(self.rc_params)
 
 
@@ -234,6 +245,8 @@ def _restore_matplotlib(saved: dict[str, Any] | None) -> None:
         original = getattr(matplotlib, "rcParamsOrig", None)
         if not isinstance(original, dict):
             return
-        saved = {**dict(dict.items(original)), "backend": dict.get(params, "backend")}
+        saved = dict(dict.items(original))
+    # The backend stays as it is: rcParams alone cannot switch pyplot back (unrestorable() has the worker recycled).
+    saved = {**saved, "backend": dict.get(params, "backend")}
     if not _same_items(params, saved):
         dict.update(params, saved)  # values validated when they were set; bypass re-validation

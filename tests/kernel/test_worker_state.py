@@ -87,17 +87,41 @@ def test_a_warm_worker_runs_the_next_cell_as_a_fresh_one_would(live_kernel, case
     assert again_pid == fresh_pid, f"{case}: the worker was recycled although the change can be undone"
 
 
-def test_a_lowered_hard_rlimit_sends_the_next_run_to_a_new_worker(live_kernel) -> None:
+UNDOABLE = {
+    "hard-rlimit": (
+        "import resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE))",
+        ("import resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+         "resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, soft - 1))"),
+    ),
+    "matplotlib-backend": (
+        "import matplotlib\nprint(matplotlib.get_backend())",
+        "import matplotlib\nmatplotlib.use('agg')",
+    ),
+    "matplotlib-backend-on-import": (
+        "print('nothing imported')",
+        "import matplotlib\nmatplotlib.use('agg')",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNDOABLE)
+def test_a_change_that_cannot_be_undone_sends_the_next_run_to_a_new_worker(live_kernel, case: str) -> None:
+    observe, change = UNDOABLE[case]
     kernel = live_kernel()
-    observe = "import resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE))"
     fresh_pid, fresh = run_thither(kernel, observe)
-    changed_pid, _ = run_thither(
-        kernel, "import resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, soft - 1))")
+    changed_pid, _ = run_thither(kernel, change)
     assert changed_pid == fresh_pid
     again_pid, again = run_thither(kernel, observe)
-    assert again_pid != fresh_pid, "a worker whose hard limit was lowered (no way back) ran another cell"
+    assert again_pid != fresh_pid, f"{case}: a worker that cannot be put back ran another cell"
     assert again == fresh
+
+
+def test_the_worker_packs_results_in_its_own_state_not_the_cells(live_kernel) -> None:
+    kernel = live_kernel()
+    pid, _ = run_thither(kernel, "import builtins, sys\nbuiltins.isinstance = None\nsys.setrecursionlimit(45)\n"
+                         "sys.stdout = None\nx = {'nested': [[1, 2], {'a': (3,)}]}")
+    assert kernel.run("print(x)").stdout == "{'nested': [[1, 2], {'a': (3,)}]}\n"
+    assert run_thither(kernel, "")[0] == pid
 
 
 def vm_rss_mib(pid: int) -> float:
