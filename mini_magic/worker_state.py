@@ -155,7 +155,8 @@ class InterpreterState:
         rc = getattr(sys.modules.get("matplotlib"), "rcParams", None)
         # Before the run, or for a run that imported matplotlib what its import took: MPLBACKEND (the worker sets it).
         before = os.environ.get("MPLBACKEND") if self.rc_params is None else self.rc_params.get("backend")
-        if isinstance(rc, dict) and before is not None and dict.get(rc, "backend") != before:
+        after = dict.get(rc, "backend") if isinstance(rc, dict) else None
+        if isinstance(before, str) and isinstance(after, str) and _backend_name(after) != _backend_name(before):
             return "the cell switched the matplotlib backend (matplotlib.use)"
         return None
 
@@ -218,6 +219,11 @@ def _restore_dict(target: dict[Any, Any], saved: dict[Any, Any]) -> None:
     for key in [k for k in target if k not in saved]:
         del target[key]
     target.update(saved)
+
+
+def _backend_name(name: str) -> str:
+    """Built-in backend names are case-insensitive (``MPLBACKEND=Agg`` and ``agg`` are one); ``module://`` ones not."""
+    return name if name.startswith("module://") else name.lower()
 
 
 def _rc_params() -> dict[str, Any] | None:

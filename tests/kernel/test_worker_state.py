@@ -159,3 +159,13 @@ def test_rc_params_set_by_the_run_that_imported_matplotlib_are_reset(live_kernel
                          "plt.rcParams['lines.linewidth'] = 7")
     again_pid, again = run_thither(kernel, observe)
     assert (again_pid, again) == (pid, fresh.stdout)
+
+
+def test_importing_matplotlib_under_a_chosen_backend_keeps_the_worker(live_kernel) -> None:
+    """The backend check must not take the backend a fresh import picks (MPLBACKEND, any case) for a switch."""
+    kernel = live_kernel()
+    header = "%%thither --env MPLBACKEND=Agg"
+    first = kernel.run(f"{header}\n{PID}import matplotlib.pyplot as plt\nplt.plot([1])")
+    second = kernel.run(f"{header}\n{PID}")
+    assert first.error is None and second.error is None
+    assert pid_and_rest(first.stdout)[0] == pid_and_rest(second.stdout)[0]
