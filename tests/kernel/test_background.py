@@ -329,6 +329,7 @@ def test_cancel_background_run_stops_its_worker(workdir):
     assert "long run started" in panel.text, panel.outputs
 
 
+@pytest.mark.kernel_interrupt
 def test_interrupting_a_foreground_cell_leaves_background_runs_alone(live_kernel):
     kernel = live_kernel()
     assert ok(kernel.run(SETUP)) == ""

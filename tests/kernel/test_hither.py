@@ -428,6 +428,7 @@ def test_run_panel_for_a_slow_cell_only(tqdm_nb):
 # -- interrupt: context managers still exit once ---------------------------------------------------------------
 
 
+@pytest.mark.kernel_interrupt
 def test_context_managers_exit_once_when_the_kernel_is_interrupted(live_kernel):
     kernel = live_kernel()
     setup = kernel.run(CALLBACK_SETUP + "\nsess = session('S')\nasess = asession('A')")

@@ -133,6 +133,7 @@ def test_an_interrupt_at_any_line_of_the_run_path_leaves_nothing_behind(tmp_path
         registry.close()
 
 
+@pytest.mark.kernel_interrupt
 def test_real_kernel_interrupts_across_the_life_of_a_cell_with_a_large_input(live_kernel: Any) -> None:
     """At least 100 real kernel interrupts at random moments of a cell that sends 64 MB, runs, sends 64 MB back and
     assigns it: each cell either completed (its record done, its names assigned) or shows the standard interrupt

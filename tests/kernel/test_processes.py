@@ -165,6 +165,7 @@ def start_blocking(kernel, header: str = "%%thither", prelude: str = "") -> tupl
 # -- 1. interrupt ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.kernel_interrupt
 def test_interrupt_stops_the_run_kills_its_worker_and_assigns_nothing(live_kernel):
     kernel = live_kernel()
     msg_id, pid = start_blocking(kernel, prelude="assigned_before_loop = 1\n")
@@ -181,6 +182,7 @@ def test_interrupt_stops_the_run_kills_its_worker_and_assigns_nothing(live_kerne
     assert after != pid
 
 
+@pytest.mark.kernel_interrupt
 def test_interrupt_of_a_cell_that_ignores_sigint_kills_it_after_the_grace(live_kernel):
     kernel = live_kernel()
     msg_id, pid = start_blocking(
@@ -203,6 +205,7 @@ def test_interrupt_of_a_cell_that_ignores_sigint_kills_it_after_the_grace(live_k
 # -- 2. an interrupt reaches only that run's worker ------------------------------------------------------
 
 
+@pytest.mark.kernel_interrupt
 def test_interrupt_reaches_only_the_running_worker(live_kernel):
     kernel = live_kernel()
     kpid = kernel_pid(kernel)
@@ -437,6 +440,7 @@ def gone(pids: dict[str, int], timeout: float = 10) -> bool:
     return wait_until(lambda: not any(running(pid) for pid in pids.values()), timeout)
 
 
+@pytest.mark.kernel_interrupt
 @pytest.mark.parametrize("ending", ["interrupt", "timeout", "cancel", "crash", "normal end"])
 def test_no_process_a_run_started_outlives_the_run(live_kernel, workdir, ending):
     kernel = live_kernel()
@@ -679,6 +683,7 @@ def stored_runs(db: Path) -> list[dict]:
     return out
 
 
+@pytest.mark.kernel_interrupt
 def test_run_registry_records_done_failed_and_cancelled_runs(live_kernel, workdir):
     kernel = live_kernel()
     cell_ids = {kind: f"cell-{kind}-{uuid.uuid4().hex[:6]}" for kind in ("ok", "err", "int")}
