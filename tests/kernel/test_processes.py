@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from mini_magic.backends.base import RunOptions
 from mini_magic.backends.local import LocalBackend
 from mini_magic.execution import CellContext, build_job
 from mini_magic.owner import Owner, process_start
+from tests.polling import wait_until
 
 from .conftest import kernel_env
 
@@ -100,16 +100,6 @@ def workers_of(kernel: int) -> set[int]:
     """The kernel's running workers: children of its keepers."""
     return {pid for keeper in running_children(kernel, "mini_magic.worker_keeper")
             for pid in running_children(keeper, "mini_magic.worker")}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def kernel_pid(kernel) -> int:

@@ -12,10 +12,10 @@ import signal
 import socket
 import sqlite3
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from tests import polling
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +51,7 @@ def stored(db: Path, run_id: str) -> dict | None:
 
 
 def wait_until(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return polling.wait_until(predicate, timeout, interval=0.05)
 
 
 def alive(pid: int) -> bool:

@@ -6,13 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mini_magic.owner import Owner, process_alive, process_start
+from tests.polling import wait_until
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
 
@@ -22,15 +21,6 @@ def exited_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_current_owner_is_this_process() -> None:
@@ -87,7 +77,7 @@ def test_a_zombie_is_dead() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         started = process_start(child.pid)
-        assert wait_for(lambda: not process_alive(child.pid, started))
+        assert wait_until(lambda: not process_alive(child.pid, started))
         assert child.poll() is not None  # ... yet it was still there, unreaped, until this poll
     finally:
         child.wait()
