@@ -91,12 +91,17 @@ def test_spawn_get_and_cancel_terminates_container(fake_modal):
 
 def test_cancel_without_terminate_reaches_user_code(fake_modal):
     """terminate_containers=False: the cancellation rides on ContainerHeartbeat (held open by the fake)
-    and raises InputCancellation inside the function; the container survives and takes the next input."""
+    and raises InputCancellation inside the function; the container survives and takes the next input.
+
+    The cancel is sent only once the function prints that it is asleep: a cancellation signal that lands
+    while the container runtime is still setting the input up (before user code) is raised outside the
+    runtime's exception handler and ends the container, which is the client's behaviour, not the fake's."""
     app = modal.App()
 
     def nap(seconds):
         import time
 
+        print("napping", flush=True)
         time.sleep(seconds)
         return seconds
 
@@ -104,7 +109,7 @@ def test_cancel_without_terminate_reaches_user_code(fake_modal):
     with app.run():
         fc = f.spawn(60)
         (rec,) = fake_modal.wait_for(lambda: _containers_for(fake_modal, f.object_id), 10)
-        fake_modal.wait_for(lambda: rec.current_inputs, 10)
+        fake_modal.wait_for(lambda: "napping" in rec.stdout, 10)
         t0 = time.monotonic()
         fc.cancel()
         with pytest.raises(modal.exception.RemoteError):
