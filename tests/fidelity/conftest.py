@@ -1,0 +1,14 @@
+"""Prints the fidelity table at the end of a pytest run, whatever the capture mode (-s or not)."""
+
+from __future__ import annotations
+
+from .report import NotebookReport, table
+
+REPORTS: list[NotebookReport] = []  # filled by test_fidelity.py, one per notebook run in this session
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 (pytest's hook signature)
+    if REPORTS:
+        terminalreporter.write_sep("=", "fidelity: plain kernel vs %%thither, per notebook")
+        terminalreporter.write_line(table(REPORTS))
+        terminalreporter.write_line("details: test-artifacts/fidelity/<notebook>.json")
