@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
+from . import module_return, wire
 from .backends.base import RunOptions
 from .errors import RemoteError, RunCancelled, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
@@ -65,13 +65,7 @@ def _result(result: wire.Result) -> Outcome:
         not_returned[name] = f"it could not be rebuilt in the kernel ({type(exc).__name__}: {exc})"
 
     values = result.outputs.unpack(on_error=failed)
-    for name, value in list(values.items()):
-        if isinstance(value, wire.ModuleRef):
-            try:
-                values[name] = importlib.import_module(value.name)
-            except ImportError as exc:
-                del values[name]
-                failed(name, exc)
+    values = {name: module_return.rebuild(value) for name, value in values.items()}  # modules: lazily, by name
     trailing: tuple[Any, ...] = ()
     if result.trailing is not None:
         value = result.trailing.unpack(on_error=lambda name, exc: None)
