@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import RunCancelled
 from .execution import ActiveRun, CellContext, OutputSink, abandon, drain, end_run, request_cancel, start_run
-from .errors import explain_interrupt
+from .errors import explain_interrupt, explain_missing_name
 from .extension import NotebookSink
 from .interrupts import InterruptGate
 from .outcome import Outcome, assign
@@ -115,6 +115,7 @@ class Run:
             self._outcome = Outcome(RunState.FAILED, exc)
         error = self._outcome.error
         if error is not None:
+            explain_missing_name(error, self._namespace, self._active.job.closure.names)  # in place: result() too
             self._active.sink.stderr(_error_text(error))
         elif self._outcome.trailing:
             self._active.sink.show_value(self._outcome.trailing[0])

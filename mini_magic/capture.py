@@ -24,7 +24,8 @@ from typing import Any
 from . import wire, worker_hither
 from .closure import CellAnalysis
 from .callbacks import Hither, HitherHandle
-from .errors import CaptureError
+from .errors import CaptureError, ThitherUsageError
+from .placeholder import NOT_SENT
 
 # Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).
 _NEVER_CAPTURED = frozenset({"get_ipython", "exit", "quit", "__builtins__", "In", "Out", "_ih", "_oh", "_dh"})
@@ -58,13 +59,25 @@ class _RecordingPickler(wire.Pickler):
         return super().reducer_override(obj)
 
 
-def closure_values(analysis: CellAnalysis, namespace: dict[str, Any], extra: Iterable[str] = ()) -> dict[str, Any]:
-    """The values the cell reads (and ``--out`` names it may mutate), in order; absent names stay absent."""
+def closure_values(analysis: CellAnalysis, namespace: dict[str, Any], extra: Iterable[str] = (), *,
+                   returned: Iterable[str] | None = None) -> dict[str, Any]:
+    """The values the cell reads and the ``--in`` names (``extra``), in order; an absent read stays absent, an absent
+    ``--in`` name is refused. A name the cell may unbind without reading it gets the placeholder (see
+    mini_magic.placeholder), so that the notebook loses it exactly when a normal cell would; not a ``--out`` name
+    (``returned``): those come back whatever they hold, and the placeholder must never come back."""
+    missing = [name for name in extra if name not in namespace]
+    if missing:
+        names, verb = ", ".join(map(repr, missing)), "is" if len(missing) == 1 else "are"
+        raise ThitherUsageError(f"%%thither --in: {names} {verb} not defined in the notebook; define it first or leave "
+                                "it out of --in. Nothing ran and the notebook namespace is unchanged.")
     values: dict[str, Any] = {}
     for name in (*analysis.reads, *extra):
         if name in namespace and name not in _NEVER_CAPTURED and name not in values:
             value = namespace[name]
             values[name] = wire.ModuleRef(value.__name__) if isinstance(value, types.ModuleType) else value
+    for name in analysis.unbinds:
+        if name in namespace and name not in _NEVER_CAPTURED and name not in values and name not in (returned or ()):
+            values[name] = NOT_SENT
     return values
 
 

@@ -16,32 +16,13 @@ value only for an annotation, so counting them would mostly capture values the c
 from __future__ import annotations
 
 import ast
-import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-# The kernel and the worker both provide these; capturing them would make no sense.
-_NEVER_READ = frozenset({"get_ipython", "__builtins__"})
-_MAGIC_KINDS = {"run_line_magic": "line", "run_cell_magic": "cell"}
-_SHELL_METHODS = frozenset({"system", "getoutput"})
-# IPython expands `$name` / `${name}` in shell commands; `$$` is its escape for a literal `$`.
-_DOLLAR = re.compile(r"\$\$|\$\{?([A-Za-z_]\w*)")
+from .closure_function import analyze_function
+from .closure_scope import Bindings, Context, MagicUse, Scope, defaults
 
-
-@dataclass(frozen=True)
-class MagicUse:
-    """One ``get_ipython().run_line_magic`` / ``run_cell_magic`` call in the cell.
-
-    Attributes:
-        lineno: 1-based line of the call in the analysed source.
-        name: The magic's name, e.g. ``"time"``.
-        kind: ``"line"`` or ``"cell"``.
-    """
-
-    lineno: int
-    name: str
-    kind: str
+__all__ = ["CellAnalysis", "MagicUse", "StarImportError", "analyze_cell"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +34,8 @@ class CellAnalysis:
         writes: Names the cell binds at module scope.
         mutated: Outside names whose item or attribute the cell's top-level code stores to or deletes.
         deleted: Names in top-level ``del name`` statements.
+        unbinds: Module-scope names the cell may leave unbound: ``del`` targets, ``except ... as`` names (Python
+            deletes them when the handler ends) and globals a function of the cell deletes.
         magics: Magic calls anywhere in the cell.
         shell_commands: Number of ``get_ipython().system`` / ``getoutput`` calls.
         trailing_expression: The last top-level statement is an expression statement.
@@ -63,6 +46,7 @@ class CellAnalysis:
     writes: tuple[str, ...]
     mutated: tuple[str, ...]
     deleted: tuple[str, ...]
+    unbinds: tuple[str, ...]
     magics: tuple[MagicUse, ...]
     shell_commands: int
     trailing_expression: bool
@@ -87,109 +71,19 @@ def analyze_cell(source: str) -> CellAnalysis:
         StarImportError: The cell's top-level code contains ``from module import *``.
     """
     tree = ast.parse(source)
-    ctx = _Context(top_level_names=set(_Bindings.of(tree.body).stores))
+    ctx = Context(top_level_names=set(Bindings.of(tree.body).stores))
     _OrderedScope(ctx).run(tree.body)
     return CellAnalysis(
         reads=tuple(ctx.reads),
         writes=tuple(ctx.writes),
         mutated=tuple(ctx.mutated),
         deleted=tuple(ctx.deleted),
+        unbinds=tuple(ctx.unbinds),
         magics=tuple(sorted(ctx.magics, key=lambda m: m.lineno)),
         shell_commands=ctx.shell_commands,
         trailing_expression=bool(tree.body) and isinstance(tree.body[-1], ast.Expr),
         top_level_await=ctx.top_level_await,
     )
-
-
-@dataclass
-class _Context:
-    """Results shared by all the scopes of one cell (dicts serve as insertion-ordered sets)."""
-
-    top_level_names: set[str]  # every name some top-level statement binds, in any branch
-    reads: dict[str, None] = field(default_factory=dict)
-    writes: dict[str, None] = field(default_factory=dict)
-    mutated: dict[str, None] = field(default_factory=dict)
-    deleted: dict[str, None] = field(default_factory=dict)
-    magics: list[MagicUse] = field(default_factory=list)
-    shell_commands: int = 0
-    top_level_await: bool = False
-
-    def read(self, name: str) -> None:
-        if name not in _NEVER_READ:
-            self.reads.setdefault(name)
-
-    def read_later(self, name: str) -> None:
-        """A module-scope name used by code that runs later (a function body).
-
-        By the time the function is called the cell has most likely bound every name it binds at top level,
-        wherever that binding is, so only names the cell never binds at top level come from the notebook.
-        """
-        if name not in self.top_level_names:
-            self.read(name)
-
-    def note_ipython_call(self, node: ast.Call) -> list[str]:
-        """Record a magic or shell call; return the names its command string interpolates, in order."""
-        method = _ipython_method(node)
-        first = node.args[0] if node.args else None
-        if method in _MAGIC_KINDS and isinstance(first, ast.Constant) and isinstance(first.value, str):
-            self.magics.append(MagicUse(node.lineno, first.value, _MAGIC_KINDS[method]))
-        elif method in _SHELL_METHODS:
-            self.shell_commands += 1
-            return [
-                name
-                for arg in node.args
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
-                for name in _interpolated_names(arg.value)
-            ]
-        return []
-
-
-def _ipython_method(node: ast.Call) -> str | None:
-    """``m`` for a call ``get_ipython().m(...)``, else None."""
-    func = node.func
-    if (
-        isinstance(func, ast.Attribute)
-        and isinstance(func.value, ast.Call)
-        and not func.value.args
-        and isinstance(func.value.func, ast.Name)
-        and func.value.func.id == "get_ipython"
-    ):
-        return func.attr
-    return None
-
-
-def _interpolated_names(command: str) -> list[str]:
-    """Names IPython will look up when it expands ``{expr}`` fields and ``$name`` in a shell command."""
-    found: list[tuple[int, str]] = []
-    for start, text in _brace_fields(command):
-        # `{x!r}` / `{x:>8}` do not parse whole; their expression is the part before the conversion or spec.
-        for candidate in (text, re.split(r"[!:]", text, maxsplit=1)[0]):
-            try:
-                expr = ast.parse(candidate.strip(), mode="eval")
-            except (SyntaxError, ValueError):
-                continue
-            found += [(start, n.id) for n in ast.walk(expr) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-            break
-    found += [(m.start(), m.group(1)) for m in _DOLLAR.finditer(command) if m.group(1)]
-    return [name for _, name in sorted(found, key=lambda item: item[0])]
-
-
-def _brace_fields(text: str) -> Iterator[tuple[int, str]]:
-    """``(offset, content)`` of each top-level ``{...}`` field, skipping the ``{{`` / ``}}`` escapes."""
-    i = 0
-    while i < len(text):
-        if text.startswith(("{{", "}}"), i):
-            i += 2
-        elif text[i] == "{":
-            depth, j = 1, i + 1
-            while j < len(text) and depth:
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                j += 1
-            if depth == 0:
-                yield i, text[i + 1 : j - 1]
-            i = j
-        else:
-            i += 1
 
 
 def _root_name(target: ast.expr) -> str | None:
@@ -206,138 +100,14 @@ def _irrefutable(pattern: ast.pattern) -> bool:
     return isinstance(pattern, ast.MatchOr) and any(_irrefutable(p) for p in pattern.patterns)
 
 
-def _defaults(args: ast.arguments) -> list[ast.expr]:
-    return [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
-
-
-class _Bindings(ast.NodeVisitor):
-    """Names one scope's own code binds anywhere, ignoring order (nested scopes' bodies are not entered)."""
-
-    def __init__(self) -> None:
-        self.stores: dict[str, None] = {}
-        self.unbinding: set[str] = set()  # made local without a value left behind: del, bare annotation, except-as
-        self.globals: set[str] = set()
-        self.nonlocals: set[str] = set()
-        self._comprehensions = 0
-
-    @classmethod
-    def of(cls, nodes: Iterable[ast.AST]) -> _Bindings:
-        bindings = cls()
-        for node in nodes:
-            bindings.visit(node)
-        return bindings
-
-    def local_names(self, params: Iterable[str] = ()) -> set[str]:
-        """The scope's local names by Python's rule: bound anywhere in it and not declared global/nonlocal."""
-        return (set(params) | set(self.stores) | self.unbinding) - self.globals - self.nonlocals
-
-    def _store(self, name: str | None) -> None:
-        if name is not None:
-            self.stores.setdefault(name)
-
-    def visit_Name(self, node: ast.Name) -> None:
-        # Inside a comprehension, plain stores are its own iteration variables; walrus is handled below.
-        if isinstance(node.ctx, ast.Store) and not self._comprehensions:
-            self._store(node.id)
-        elif isinstance(node.ctx, ast.Del):
-            self.unbinding.add(node.id)
-
-    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
-        self._store(node.target.id)  # PEP 572: binds in the scope around any comprehensions
-        self.visit(node.value)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is None and isinstance(node.target, ast.Name):
-            self.unbinding.add(node.target.id)
-            return
-        self.visit(node.target)
-        if node.value is not None:
-            self.visit(node.value)
-
-    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
-        for alias in node.names:
-            if alias.name != "*":
-                self._store(alias.asname or alias.name.split(".")[0])
-
-    visit_ImportFrom = visit_Import
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self._store(node.name)
-        for expr in [*node.decorator_list, *_defaults(node.args)]:
-            self.visit(expr)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        for expr in _defaults(node.args):
-            self.visit(expr)
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self._store(node.name)
-        for expr in [*node.decorator_list, *node.bases, *node.keywords]:
-            self.visit(expr)
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.name:
-            self.unbinding.add(node.name)
-        self.generic_visit(node)
-
-    def visit_MatchAs(self, node: ast.MatchAs | ast.MatchStar) -> None:
-        self._store(node.name)
-        self.generic_visit(node)
-
-    visit_MatchStar = visit_MatchAs
-
-    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
-        self._store(node.rest)
-        self.generic_visit(node)
-
-    def visit_Global(self, node: ast.Global) -> None:
-        self.globals.update(node.names)
-
-    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
-        self.nonlocals.update(node.names)
-
-    def _comprehension(self, node: ast.AST) -> None:
-        self._comprehensions += 1
-        self.generic_visit(node)
-        self._comprehensions -= 1
-
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
-
-
-class _Scope(ast.NodeVisitor, ABC):
-    """What both scope walkers share: the results, the comprehension stack and IPython-call handling."""
-
-    def __init__(self, ctx: _Context) -> None:
-        self.ctx = ctx
-        self.comprehensions: list[set[str]] = []  # names local to each comprehension being walked
-
-    def run(self, body: Iterable[ast.AST]) -> None:
-        for node in body:
-            self.visit(node)
-
-    def _in_comprehension(self, name: str) -> bool:
-        return any(name in names for names in self.comprehensions)
-
-    @abstractmethod
-    def _load(self, name: str) -> object:
-        """Record a load of ``name``; each walker resolves names by its own scoping rule."""
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self.generic_visit(node)
-        for name in self.ctx.note_ipython_call(node):
-            self._load(name)
-
-
-class _OrderedScope(_Scope):
+class _OrderedScope(Scope):
     """Walks the cell's module-level code (or a class body in it) in execution order.
 
     ``bound`` holds the names this scope has *surely* bound at the current point; control flow joins keep only
     the names bound on every path. A load of a name not surely bound is a read from the notebook.
     """
 
-    def __init__(self, ctx: _Context, module: _OrderedScope | None = None) -> None:
+    def __init__(self, ctx: Context, module: _OrderedScope | None = None) -> None:
         super().__init__(ctx)
         self.module = module  # None for the module itself; the module's scope for a class body
         self.bound: set[str] = set()
@@ -395,6 +165,7 @@ class _OrderedScope(_Scope):
         self.bound.discard(name)
         if self.module is None:
             self.ctx.deleted.setdefault(name)
+            self.ctx.unbind(name)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):  # stores and dels are handled by the statements that contain them
@@ -445,15 +216,15 @@ class _OrderedScope(_Scope):
             self._bind(alias.asname or alias.name)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self.run([*node.decorator_list, *_defaults(node.args)])  # evaluated now, in this order
+        self.run([*node.decorator_list, *defaults(node.args)])  # evaluated now, in this order
         self._bind(node.name)  # before the body, whose `global` stores happen only when it is called
-        _analyze_function(self.ctx, node, frozenset())
+        analyze_function(self.ctx, node, frozenset())
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
-        self.run(_defaults(node.args))
-        _analyze_function(self.ctx, node, frozenset().union(*self.comprehensions))
+        self.run(defaults(node.args))
+        analyze_function(self.ctx, node, frozenset().union(*self.comprehensions))
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.run([*node.decorator_list, *node.bases, *node.keywords])
@@ -507,6 +278,8 @@ class _OrderedScope(_Scope):
                 self.visit(handler.type)
             if handler.name:
                 self.bound.add(handler.name)  # no write: Python deletes the name when the handler ends
+                if self.module is None:
+                    self.ctx.unbind(handler.name)
             self.run(handler.body)
             self.bound.discard(handler.name or "")
             joined &= self.bound
@@ -574,87 +347,3 @@ class _OrderedScope(_Scope):
     def visit_TypeAlias(self, node: ast.AST) -> None:
         # Python 3.12+ `type X = ...` binds X; its value is evaluated lazily, like an annotation, so not read.
         self._bind(node.name.id)  # type: ignore[attr-defined]
-
-
-class _FunctionScope(_Scope):
-    """Order-free walk of a nested scope: a def or lambda body, or a class body inside one.
-
-    Its code runs later, so a module-scope name it uses goes through :meth:`_Context.read_later`.
-    """
-
-    def __init__(
-        self, ctx: _Context, local: set[str], enclosing: frozenset[str], declared_global: set[str], is_class: bool
-    ) -> None:
-        super().__init__(ctx)
-        self.local = local
-        self.enclosing = enclosing  # locals of the enclosing function scopes, visible as closures
-        self.declared_global = declared_global
-        self.is_class = is_class
-
-    def _load(self, name: str) -> None:
-        if self._in_comprehension(name):
-            return
-        # A class body's names are invisible to its comprehensions (Python's scoping rule).
-        local = name in self.local and not (self.is_class and self.comprehensions)
-        if name in self.declared_global or not (local or name in self.enclosing):
-            self.ctx.read_later(name)
-
-    def _inner_enclosing(self) -> frozenset[str]:
-        """What a function nested here sees as closures: class-body names are not among them."""
-        visible = self.enclosing if self.is_class else self.enclosing | self.local
-        return visible.union(*self.comprehensions)
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Load):
-            self._load(node.id)
-        elif node.id in self.declared_global and not self._in_comprehension(node.id):
-            if isinstance(node.ctx, ast.Store):
-                self.ctx.writes.setdefault(node.id)
-            else:
-                self.ctx.read_later(node.id)  # `del x` of a global needs x to exist
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        if isinstance(node.target, ast.Name):
-            self._load(node.target.id)
-        self.generic_visit(node)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is not None or not isinstance(node.target, ast.Name):
-            self.visit(node.target)
-        if node.value is not None:
-            self.visit(node.value)
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
-        self.run([*getattr(node, "decorator_list", []), *_defaults(node.args)])
-        _analyze_function(self.ctx, node, self._inner_enclosing())
-
-    visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self.run([*node.decorator_list, *node.bases, *node.keywords])
-        bindings = _Bindings.of(node.body)
-        scope = _FunctionScope(self.ctx, bindings.local_names(), self._inner_enclosing(), bindings.globals, True)
-        scope.run(node.body)
-
-    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
-        first, *rest = node.generators
-        self.visit(first.iter)  # evaluated in this scope, outside the comprehension
-        self.comprehensions.append(
-            {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-        )
-        self.run([first.target, *first.ifs, *rest])
-        self.run([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt])
-        self.comprehensions.pop()
-
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
-
-
-def _analyze_function(
-    ctx: _Context, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, enclosing: frozenset[str]
-) -> None:
-    """Report the module-scope names a def/lambda body (and what nests in it) uses or declares global."""
-    body: list[ast.AST] = [node.body] if isinstance(node, ast.Lambda) else list(node.body)
-    bindings = _Bindings.of(body)
-    args = node.args
-    params = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg) if a]
-    _FunctionScope(ctx, bindings.local_names(params), enclosing, bindings.globals, False).run(body)

@@ -18,7 +18,9 @@ otherwise do they become :class:`RemoteError`. Every error message names the sid
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -97,6 +99,41 @@ def render_remote_traceback(remote_traceback: str, summary: str) -> list[str]:
     lines = ["\x1b[31m--- remote traceback (thither worker) ---\x1b[0m"]
     lines.extend(remote_traceback.rstrip("\n").splitlines() or [summary])
     return lines
+
+
+_UNDEFINED = re.compile(r"(?:name|variable) '([^']+)' is not defined")  # NameError's and pandas' wording
+
+
+def explain_missing_name(error: BaseException, notebook: Mapping[str, Any], sent: Iterable[str]) -> BaseException:
+    """Add the fix to a remote ``NameError`` (or pandas' ``UndefinedVariableError``) for a name that the notebook
+    defines but that was not sent: the cell used it where the closure analysis could not see it (a string built at
+    run time, ``globals()[...]``), and ``--in`` sends it. Returns ``error``, changed in place; any other error, or a
+    name the notebook lacks too, is returned unchanged.
+
+    The hint goes where the notebook shows it: the remote traceback (``_render_traceback_``) and, on Python 3.11+,
+    the exception's notes.
+    """
+    type_name = error.type_name if isinstance(error, RemoteError) else type(error).__name__
+    message = error.message if isinstance(error, RemoteError) else str(error)
+    if not (isinstance(error, NameError) or type_name.rpartition(".")[2] in ("NameError", "UndefinedVariableError")):
+        return error
+    match = _UNDEFINED.search(message)
+    name = match.group(1) if match else None
+    if name is None or name not in notebook or name in set(sent) or getattr(error, "_mini_magic_hint", False):
+        return error
+    hint = (f"{name!r} exists in the notebook, but the cell's code did not mention it where %%thither's analysis "
+            f"could see it (e.g. inside a string), so it was not sent to the worker; pass it explicitly: "
+            f"%%thither --in {name}")
+    render = getattr(error, "_render_traceback_", None)
+    lines = list(render()) if callable(render) else [f"{type_name}: {message}"]
+    try:
+        error._render_traceback_ = lambda: [*lines, f"\x1b[33mHint\x1b[0m: {hint}"]  # type: ignore[attr-defined]
+        error._mini_magic_hint = True  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__: leave it as it is
+        return error
+    if hasattr(error, "add_note"):
+        error.add_note(f"Hint: {hint}")
+    return error
 
 
 def explain_interrupt(exc: KeyboardInterrupt, what: str) -> KeyboardInterrupt:

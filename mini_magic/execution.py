@@ -24,10 +24,11 @@ from . import wire
 from .backends.base import Backend, RunHandle, RunOptions
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
-from .errors import ThitherUsageError, explain_interrupt, warn
+from .errors import ThitherUsageError, explain_interrupt, explain_missing_name, warn
 from .callbacks import HitherSession
 from .interrupts import InterruptGate
 from .outcome import Outcome, assign, interpret
+from .placeholder import NOT_SENT
 from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
 
@@ -138,7 +139,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
             f"%%thither: IPython magics cannot run in the worker: {uses}. Only !shell commands work inside a "
             "%%thither cell; run the magic in a normal cell."
         )
-    values = closure_values(analysis, namespace)
+    values = closure_values(analysis, namespace, options.inputs, returned=options.out)
     packed = pack_closure(values)
     run_id = uuid.uuid4().hex[:12]
     count = context.execution_count
@@ -150,7 +151,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         closure=packed.values,
         modules=local_module_sources(packed.modules | imported_modules(tree), context.cwd),
         outputs=options.out,
-        candidates=(*analysis.writes, *analysis.mutated),
+        candidates=tuple(n for n in (*analysis.writes, *analysis.mutated) if values.get(n) is not NOT_SENT),
         deleted=analysis.deleted,
         env=dict(options.env),
         cwd=context.cwd,
@@ -393,7 +394,7 @@ def _run_foreground(source: str, namespace: dict[str, Any], options: RunOptions,
     if panel is not None:
         panel.update(active.record)
     if outcome.error is not None:
-        raise outcome.error
+        raise explain_missing_name(outcome.error, namespace, active.job.closure.names)
     assign(outcome, namespace)
     for name, why in outcome.not_returned.items():
         warn(f"{name!r} was not brought back: {why}. The other names were assigned.")

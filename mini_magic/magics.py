@@ -25,7 +25,7 @@ from .ui import runs_table
 if TYPE_CHECKING:
     from .extension import ExtensionState
 
-_CORE = {"backend", "gpu", "timeout", "out", "env", "bg", "name", "volume", "secret"}
+_CORE = {"backend", "gpu", "timeout", "out", "inputs", "env", "bg", "name", "volume", "secret"}
 
 
 def build_parser() -> MagicArgumentParser:
@@ -49,6 +49,10 @@ def build_parser() -> MagicArgumentParser:
                         f"(0: no limit). Default: %%config Thither.timeout, else {DEFAULT_TIMEOUT:.0f} (24 h).")
     parser.add_argument("--out", metavar="a,b", help="bring back exactly these names ('' for none) instead of "
                         "everything the cell assigns; also names mutated through method calls, e.g. --out xs.")
+    parser.add_argument("--in", dest="inputs", metavar="a,b", help="also send these names to the worker, for code "
+                        "that uses a name where the analysis cannot see it (e.g. eval(expr) of a string built at run "
+                        "time); names inside literal strings of eval, exec, df.query('@x'), pd.eval and "
+                        "numexpr.evaluate are found without it.")
     parser.add_argument("--env", metavar="KEY=VALUE", action="append", default=[],
                         help="set an environment variable for this run (repeatable).")
     parser.add_argument("--volume", metavar="NAME:/PATH", action="append", default=[],
@@ -69,14 +73,19 @@ def build_parser() -> MagicArgumentParser:
     return parser
 
 
-def parse_out(text: str | None) -> tuple[str, ...] | None:
+def parse_out(text: str | None, option: str = "--out") -> tuple[str, ...] | None:
+    """``a,b`` (quotes around it allowed) as names; None when the option was not given."""
     if text is None:
         return None
     names = tuple(n.strip() for n in text.strip("'\"").split(",") if n.strip())
     for name in names:
         if not name.isidentifier() or keyword.iskeyword(name):
-            raise ThitherUsageError(f"--out: {name!r} is not a variable name; give names separated by commas.")
+            raise ThitherUsageError(f"{option}: {name!r} is not a variable name; give names separated by commas.")
     return names
+
+
+def parse_in(text: str | None) -> tuple[str, ...]:
+    return parse_out(text, "--in") or ()
 
 
 def parse_env(items: list[str], defaults: dict[str, str]) -> dict[str, str]:
@@ -124,6 +133,7 @@ class ThitherMagics(Magics):
             gpu=args.gpu if args.gpu is not None else config.gpu,
             timeout=timeout,
             out=parse_out(args.out),
+            inputs=parse_in(args.inputs),
             env=parse_env(args.env, dict(config.env)),
             volumes=tuple(parse_volume(spec) for spec in args.volume),
             secrets=tuple(dict.fromkeys(args.secret)),

@@ -25,6 +25,7 @@ class RunOptions:
     gpu: str | None = None
     timeout: float = 0.0  # seconds; 0 means no limit
     out: tuple[str, ...] | None = None
+    inputs: tuple[str, ...] = ()  # --in: names captured besides those the analysis finds
     env: dict[str, str] = field(default_factory=dict)
     volumes: tuple[tuple[str, str], ...] = ()  # (volume name, mount path)
     secrets: tuple[str, ...] = ()  # secret names; their values never enter the Job, the run store or a pickle

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
 from mini_magic.closure import CellAnalysis, MagicUse, StarImportError, analyze_cell
+from mini_magic.closure_strings import names_in_expression
 
 # (id, transformed cell source, expected reads, expected writes); both tuples are compared in order.
 NAME_CASES: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
@@ -419,6 +421,7 @@ def test_result_is_frozen_with_exact_fields() -> None:
         "writes",
         "mutated",
         "deleted",
+        "unbinds",
         "magics",
         "shell_commands",
         "trailing_expression",
@@ -426,3 +429,84 @@ def test_result_is_frozen_with_exact_fields() -> None:
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.reads = ()  # type: ignore[misc]
+
+
+# Names only a string evaluator reads: (id, cell, expected reads). Only names the notebook defines are shipped, so a
+# column name reported as a read costs nothing; a missing variable makes the worker raise NameError.
+STRING_CASES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("builtin-eval", "r = eval('limit + 1')\n", ("eval", "limit")),
+    ("builtin-exec", "exec('y = x * 2\\nprint(y)')\n", ("exec", "x", "print", "y")),
+    ("eval-after-own-binding", "limit = 3\nr = eval('limit + 1')\n", ("eval",)),
+    ("eval-before-binding", "r = eval('limit')\nlimit = 3\n", ("eval", "limit")),
+    ("query-at-names-only", "r = df.query('a > @limit and b < @other')\n", ("df", "limit", "other")),
+    ("query-at-with-space", "df.query('a > @ limit')\n", ("df", "limit")),
+    ("query-expr-keyword", "df.query(expr='a == @x', engine='python')\n", ("df", "x")),
+    ("query-at-inside-nested-string", "df.query('email == \"a@b.com\"')\n", ("df",)),
+    ("query-backticks", "df.query('`my col` > @low')\n", ("df", "low")),
+    ("query-multiline", "df.query(\"\"\"\n    a > @low\n    and b < @high\n\"\"\")\n", ("df", "low", "high")),
+    ("frame-eval-assignment", "df.eval('c = a + @offset')\n", ("df", "offset")),
+    ("pd-eval-bare-names", "pd.eval('df1 + df2 * @k')\n", ("pd", "df1", "df2", "k")),
+    ("pandas-eval-bare-names", "pandas.eval('df1 + 1')\n", ("pandas", "df1")),
+    ("numexpr", "ne.evaluate('a * b + 2')\n", ("ne", "a", "b")),
+    ("numexpr-module-name", "numexpr.evaluate(ex='a ** 2')\n", ("numexpr", "a")),
+    ("f-string-not-a-literal", "eval(f'{x} + 1')\n", ("eval", "x")),
+    ("variable-argument", "eval(expr)\n", ("eval", "expr")),
+    ("unparseable-ignored", "eval('x +')\ndf.query('a >>> @b')\n", ("eval", "df")),
+    ("other-method-ignored", "model.evaluate('x')\nctx.run('y')\n", ("model", "ctx")),
+    ("no-arguments", "model.eval()\n", ("model",)),
+    ("inside-function-read-later", "def f():\n    return eval('limit * 2')\n", ("eval", "limit")),
+    ("inside-function-own-parameter", "def f(limit):\n    return df.query('a > @limit')\n", ("df",)),
+    ("inside-function-cell-binds-it", "def f():\n    return eval('limit')\nlimit = 3\n", ("eval",)),
+    ("inside-lambda", "g = lambda: eval('z')\n", ("eval", "z")),
+    ("inside-comprehension", "[eval('i + k') for i in r]\n", ("r", "eval", "k")),
+]
+
+
+@pytest.mark.parametrize(("source", "reads"), [pytest.param(*case[1:], id=case[0]) for case in STRING_CASES])
+def test_names_inside_evaluated_strings_are_read(source: str, reads: tuple[str, ...]) -> None:
+    assert analyze_cell(source).reads == reads
+
+
+@pytest.mark.parametrize(
+    ("text", "bare", "expected"),
+    [
+        pytest.param("a > @limit", False, ["limit"], id="at-only"),
+        pytest.param("a > @limit", True, ["a", "limit"], id="bare-too"),
+        pytest.param("x in @xs and y == 'z@w'", False, ["xs"], id="at-in-string-constant"),
+        pytest.param("", True, [], id="empty"),
+        pytest.param("\x00", True, [], id="null-byte"),
+        pytest.param("a > > @b", False, [], id="does-not-parse"),
+    ],
+)
+def test_names_in_expression(text: str, bare: bool, expected: list[str]) -> None:
+    assert names_in_expression(text, bare_are_variables=bare, pandas_syntax=True) == expected
+
+
+# (id, cell, expected unbinds): module-scope names a normal cell may leave unbound, whether it read them or not.
+UNBIND_CASES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("except-as", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    pass\n", ("e",)),
+    ("except-star-as", "try:\n    pass\nexcept* ValueError as eg:\n    pass\n", ("eg",)),
+    ("several-handlers", "try:\n    f()\nexcept KeyError as k:\n    pass\nexcept Exception as e:\n    pass\n",
+     ("k", "e")),
+    ("bare-except-binds-nothing", "try:\n    f()\nexcept Exception:\n    pass\n", ()),
+    ("del-own-name", "x = 1\ndel x\n", ("x",)),
+    ("del-outside-name", "del x\n", ("x",)),
+    ("del-item-unbinds-nothing", "del d['k']\n", ()),
+    ("nested-try", "for i in r:\n    try:\n        g()\n    except E as err:\n        pass\n", ("err",)),
+    ("global-del-in-function", "x = 1\ndef f():\n    global x\n    del x\n", ("x",)),
+    ("except-as-in-function-is-local", "def f():\n    try:\n        g()\n    except E as e:\n        pass\n", ()),
+    ("except-as-in-class-body", "class C:\n    try:\n        g()\n    except E as e:\n        pass\n", ()),
+    ("del-in-class-body", "class C:\n    t = 1\n    del t\n", ()),
+]
+
+
+@pytest.mark.parametrize(("source", "unbinds"), [pytest.param(*case[1:], id=case[0]) for case in UNBIND_CASES])
+def test_names_the_cell_may_unbind(source: str, unbinds: tuple[str, ...]) -> None:
+    if "except*" in source and sys.version_info < (3, 11):
+        source = source.replace("except*", "except")
+    assert analyze_cell(source).unbinds == unbinds
+
+
+def test_except_as_name_is_neither_read_nor_written() -> None:
+    result = analyze_cell("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print(e)\n")
+    assert "e" not in result.reads and "e" not in result.writes

@@ -7,7 +7,7 @@ import pytest
 from mini_magic.errors import ThitherUsageError
 from mini_magic.execution import ends_with_semicolon
 from mini_magic.outcome import describe_exit
-from mini_magic.magics import build_parser, parse_env, parse_out
+from mini_magic.magics import build_parser, parse_env, parse_in, parse_out
 
 
 def test_parser_lists_every_core_option_and_the_timeout_default() -> None:
@@ -38,6 +38,19 @@ def test_out_names(text, names) -> None:
 def test_bad_out_names_are_refused(bad: str) -> None:
     with pytest.raises(ThitherUsageError, match="--out"):
         parse_out(bad)
+
+
+def test_in_names_mirror_out() -> None:
+    args = build_parser().parse_argstring("--in limit,expr --out r")
+    assert (parse_in(args.inputs), parse_out(args.out)) == (("limit", "expr"), ("r",))
+    assert parse_in(build_parser().parse_argstring("").inputs) == ()
+    assert "--in" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("bad", ["1x", "a,class"])
+def test_bad_in_names_name_the_option(bad: str) -> None:
+    with pytest.raises(ThitherUsageError, match="^--in: "):
+        parse_in(bad)
 
 
 @pytest.mark.parametrize(
