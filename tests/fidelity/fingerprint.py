@@ -26,6 +26,7 @@ SCALARS = (type(None), bool, int, float, complex, str, bytes)
 IMMUTABLE = SCALARS + (tuple, frozenset, range, types.ModuleType)  # identity of these is an interpreter detail
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 MAX_TEXT = 160
+VOLATILE = re.compile(r"(^|_)time(_|$)")  # measured durations (sklearn's refit_time_, cv_results_'s mean_fit_time)
 MAX_ITEMS = 50
 
 
@@ -48,10 +49,13 @@ def fingerprint(user_ns: dict[str, Any]) -> str:
 def describe(value: Any, user_ns: dict[str, Any], depth: int = 0) -> dict[str, Any]:
     kind = _type_name(value)
     out: dict[str, Any] = {"type": kind}
-    if isinstance(value, SCALARS):
-        out["value"] = _text(repr(value))
-    elif isinstance(value, types.ModuleType):
+    if isinstance(value, types.ModuleType):
+        # mini_magic may bind a lazy stand-in (a ModuleType subclass that imports on first use) for a module a
+        # %%thither cell imported: to the notebook it is the module of that name.
+        out["type"] = "module"
         out["module"] = value.__name__
+    elif isinstance(value, SCALARS):
+        out["value"] = _text(repr(value))
     elif isinstance(value, (list, tuple, set, frozenset, dict)) and type(value).__module__ == "builtins":
         out["items"] = _container(value, user_ns, depth)
     elif _is(value, "numpy", "ndarray"):
@@ -64,6 +68,8 @@ def describe(value: Any, user_ns: dict[str, Any], depth: int = 0) -> dict[str, A
         out["axes"] = [_axes(ax) for ax in value.get_axes()]
     elif _is(value, "matplotlib.axes", "Axes"):
         out["axes"] = _axes(value)
+    elif _is(value, "matplotlib.artist", "Artist"):
+        out.update(_artist(value))
     elif isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         out.update(_function(value, user_ns))
     elif isinstance(value, type):
@@ -95,7 +101,8 @@ def _container(value: Any, user_ns: dict[str, Any], depth: int) -> Any:
     if depth >= 3:
         return _text(repr(value))
     if isinstance(value, dict):
-        items = [[_text(repr(k)), describe(v, user_ns, depth + 1)] for k, v in list(value.items())[:MAX_ITEMS]]
+        items = [[_text(repr(k)), _volatile(v) if isinstance(k, str) and VOLATILE.search(k)
+                  else describe(v, user_ns, depth + 1)] for k, v in list(value.items())[:MAX_ITEMS]]
     else:
         items = [describe(v, user_ns, depth + 1) for v in list(value)[:MAX_ITEMS]]
         if isinstance(value, (set, frozenset)):
@@ -141,6 +148,14 @@ def _axes(ax: Any) -> dict[str, Any]:
             "lines": len(ax.get_lines()), "patches": len(ax.patches), "collections": len(ax.collections)}
 
 
+def _artist(artist: Any) -> dict[str, Any]:
+    out = {"label": artist.get_label(), "visible": artist.get_visible()}
+    for getter in ("get_color", "get_text", "get_xydata"):
+        if hasattr(artist, getter):
+            out[getter[4:]] = _text(repr(getattr(artist, getter)()))
+    return out
+
+
 def _function(value: Any, user_ns: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"qualname": getattr(value, "__qualname__", None),
                            "module": getattr(value, "__module__", None)}
@@ -177,11 +192,20 @@ def _instance(value: Any, user_ns: dict[str, Any], depth: int) -> dict[str, Any]
         bound = user_ns.get(cls.__name__)
         out["class_is_notebook_class"] = "absent" if bound is None else bound is cls
     state = getattr(value, "__dict__", None)
+    if cls.__module__ != "__main__" and isinstance(state, dict):
+        # A library object's private attributes are caches, callback counters and id-keyed registries that differ
+        # between two processes running the same code; its public attributes are its state (sklearn's coef_).
+        state = {k: v for k, v in state.items() if not k.startswith("_")}
     if isinstance(state, dict) and state and depth < 3:
-        out["state"] = {k: describe(v, user_ns, depth + 1) for k, v in sorted(state.items())[:MAX_ITEMS]}
+        out["state"] = {k: _volatile(v) if VOLATILE.search(k) else describe(v, user_ns, depth + 1)
+                        for k, v in sorted(state.items())[:MAX_ITEMS]}
     else:
         out["repr"] = _text(repr(value))
     return out
+
+
+def _volatile(value: Any) -> dict[str, Any]:
+    return {"type": _type_name(value), "volatile": True}
 
 
 def _same_objects(values: dict[str, Any]) -> dict[str, list[str]]:

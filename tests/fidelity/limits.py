@@ -25,8 +25,12 @@ LIMITS: dict[str, Limit] = {
         readme="A value that cannot travel back is named in a warning and the other names are still assigned",
         workaround="keep the generator, file or lock inside the cell that uses it; bring back plain data",
     ),
+    "error-assigns-nothing": Limit(
+        readme="line numbers and source. Nothing is assigned.",
+        workaround="split the cell before the line that may raise, so the names bound before it are kept",
+    ),
     "magics-refused": Limit(
-        readme="other `%magics` inside a thither cell are refused before running",
+        readme="`%magics` inside a thither cell are refused before running",
         workaround="run the magic in a normal cell, or use its Python API (timeit.timeit, os.chdir)",
     ),
     "star-import-refused": Limit(

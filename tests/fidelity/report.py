@@ -54,14 +54,18 @@ def table(reports: list[NotebookReport]) -> str:
     return "\n".join(lines)
 
 
-def describe_cells(cells: list[CellReport], width: int = 300) -> str:
-    """Each cell with its differences, both sides shown: what a failing test prints."""
+def describe_cells(cells: list[CellReport], width: int = 300, most: int = 8) -> str:
+    """Each cell with its differences (the first ``most``), both sides shown: what a failing test prints."""
     blocks = []
     for cell in cells:
         kind = "inherited" if cell.inherited else "first"
         head = f"cell {cell.index} [{cell.category}, {kind}{', limit ' + cell.limit if cell.limit else ''}]"
         lines = [f"{head}: {cell.title}"]
-        for diff in cell.differences:
+        if cell.note:
+            lines.append(f"    note: {cell.note}")
+        if len(cell.differences) > most:
+            lines.append(f"    ({len(cell.differences) - most} more differences in the JSON report)")
+        for diff in cell.differences[:most]:
             origin = f" (since cell {diff.inherited_from})" if diff.inherited_from is not None else ""
             lines.append(f"    {diff.where}{origin}:")
             lines.append(f"        plain:   {short(diff.plain, width)}")

@@ -84,8 +84,8 @@ z.round(3), np.isclose(z.std(), 1.0)
 np.set_printoptions(precision=2)
 np.array([1 / 3, 2 / 3])
 
-# %% limit=module-state-in-worker
-# set_printoptions ran in the cell above; under %%thither it ran in the worker, so this kernel still prints 8 digits.
+# %% local limit=module-state-in-worker
+# A normal cell in both kernels: under %%thither, set_printoptions ran in the worker, so this kernel prints 8 digits.
 np.array([1 / 3, 2 / 3])
 
 # %%

@@ -323,6 +323,36 @@ del xs[0]
 xs
 
 # %% [markdown]
+# ## Mutation through method calls, and names only inside strings
+
+# %%
+log = ["start"]
+settings = {"mode": "fast"}
+
+# %%
+log.append("step")
+settings.update(mode="slow")
+len(log)
+
+# %%
+log, settings
+
+# %%
+import random
+gen_rng = random.Random(0)
+gen_rng.random() > 0
+
+# %%
+round(gen_rng.random(), 6)
+
+# %%
+eval("threshold_s + 1") if (threshold_s := 41) else None
+
+# %%
+base_value = 10
+eval("base_value * 2"), (lambda: eval("base_value"))()
+
+# %% [markdown]
 # ## Exceptions
 
 # %%
@@ -347,6 +377,11 @@ caught
 
 # %%
 {"a": 1}["b"]
+
+# %% limit=error-assigns-nothing
+# A plain kernel keeps what ran before the error; a %%thither cell that raises assigns nothing.
+partial = "bound before the error"
+int("not a number")
 
 # %% [markdown]
 # ## Functions returned from cells, and what they see
@@ -438,3 +473,26 @@ visible = 2;
 
 # %%
 !echo shell line
+!echo to stderr 1>&2
+
+# %%
+import this
+
+# %%
+import numpy as np
+rec = np.rec.array([(1, 2.0), (3, 4.0)], names="a,b")
+type(rec) is np.recarray, rec.a.sum()
+
+# %%
+type(rec) is np.recarray, isinstance(rec, np.recarray)
+
+# %% limit=star-import-refused
+from math import *
+floor(2.5)
+
+# %% limit=magics-refused
+inline_value = 1
+%time inline_value + 1
+
+# %% local nondeterministic
+%time inline_value_local = 5
