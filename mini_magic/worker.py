@@ -29,6 +29,7 @@ from typing import Any
 
 from . import proctree, wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
+from .placeholder import NOT_SENT
 from .scrub import MIN_LENGTH, Scrubber
 from .worker_io import EventSender, OutputCapture
 from .worker_modules import ShippedModules, evict_local_modules
@@ -144,6 +145,8 @@ class Worker:
 
         values = job.closure.unpack(on_error=failed)
         for name, value in values.items():
+            if value is NOT_SENT and name in namespace:  # a shipped function's global: its value wins
+                continue
             namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
         return namespace
 

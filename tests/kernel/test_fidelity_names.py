@@ -48,19 +48,22 @@ def test_names_inside_strings_and_in_option(run_notebook) -> None:
     assert cells[11].error["ename"] == "NameError" and "%%thither --in limit" in background
 
 
-# (cell body, a normal cell that prints what the notebook holds afterwards); the notebook starts with e, x, y = old.
+# (cell body, a normal cell that prints what the notebook holds afterwards); before each, e, x, y = 'old' and show()
+# returns e.
 UNBINDING_CELLS = [
     ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    pass", "print('e' in globals())"),
     ("try:\n    pass\nexcept ZeroDivisionError as e:\n    pass", "print(e)"),
     ("x = 1\ndel x", "print('x' in globals())"),
     ("if len(y) > 10:\n    y = 1\n    del y", "print(y)"),  # the branch does not run: y keeps its value
+    # a notebook function the cell calls reads the name the handler unbinds: it sees the notebook's value
+    ("r = show()\ntry:\n    1 / 0\nexcept ZeroDivisionError as e:\n    pass", "print(r, 'e' in globals())"),
     ("for i in range(2):\n    try:\n        [][i]\n    except IndexError as e:\n        x = i\n"
      "    else:\n        y = i", "print('e' in globals(), x, y, i)"),
 ]
 
 
 def test_unbound_names_match_a_normal_cell(run_notebook) -> None:
-    setup = "e = x = y = 'old'"
+    setup = "e = x = y = 'old'\ndef show():\n    return e"
     sources = []
     for body, check in UNBINDING_CELLS:
         sources += [setup, body, check, setup, "%%thither\n" + body, check]
@@ -72,5 +75,5 @@ def test_unbound_names_match_a_normal_cell(run_notebook) -> None:
             ok(result)
         assert remote[2].stdout == normal[2].stdout, body
     assert [cells[6 * i + 2].stdout for i in range(len(UNBINDING_CELLS))] == [
-        "False\n", "old\n", "False\n", "old\n", "False 1 old 1\n"]
+        "False\n", "old\n", "False\n", "old\n", "old False\n", "False 1 old 1\n"]
     assert ok(cells[-1]) == "[]\n"
