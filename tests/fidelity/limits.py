@@ -17,9 +17,13 @@ class Limit:
 
 
 LIMITS: dict[str, Limit] = {
-    "method-call-mutation": Limit(
-        readme="Changes made through method calls (`xs.append(1)`, `model.fit(...)`) are not detected",
-        workaround="name the object in --out (`%%thither --out model`), or rebind it (`model = model.fit(X, y)`)",
+    "method-call-mutation": Limit(  # only for inputs too large to checksum (over 8 MiB pickled)
+        readme="a change to it by a method call is not seen (**name it in `--out`**)",
+        workaround="name the object in --out (`%%thither --out big`), or rebind it (`model = model.fit(X, y)`)",
+    ),
+    "in-place-change-new-object": Limit(
+        readme="other notebook references to the old object do not see the change",
+        workaround="read the object through the name the cell changed, or capture the other reference in the cell",
     ),
     "value-cannot-travel": Limit(
         readme="A value that cannot travel back is named in a warning and the other names are still assigned",

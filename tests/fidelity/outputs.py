@@ -26,6 +26,7 @@ _REWRITES = [
     (re.compile(r"/tmp/ipykernel_\d+/\d+\.py"), "<cell>"),
     (re.compile(r"<ipython-input-\d+-[0-9a-f]+>"), "<cell>"),
     (re.compile(r"<thither In\[\d+\]>"), "<cell>"),
+    (re.compile(r"\((?:\d+\.py|<unknown>), line"), "(<cell>, line"),  # a SyntaxError's file; its line is kept
     (re.compile(r"\bT_[0-9a-f]{5}\b"), "T_…"),  # pandas Styler's random table id
     (re.compile(r"\x1b\[[0-9;]*m"), ""),
 ]

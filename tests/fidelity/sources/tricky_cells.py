@@ -313,6 +313,10 @@ nested = {"inner": A}
 nested["inner"] is A
 
 # %%
+del B
+"B" in dir(), A
+
+# %%
 temp = "to be deleted"
 del temp
 "temp" in dir()
@@ -336,6 +340,32 @@ len(log)
 
 # %%
 log, settings
+
+# %%
+history = [1]
+history_alias = history
+
+# %% limit=in-place-change-new-object
+# The cell reads only `history`; the changed list comes back as a new object, so `history_alias` keeps the old one.
+history.append(2)
+
+# %%
+history_alias, history_alias is history
+
+# %%
+import numpy as np
+big = np.zeros(2_000_000)
+
+# %% limit=method-call-mutation
+# 16 MB: over the size the worker checksums, so a change by a method call is not seen.
+big.fill(1.0)
+
+# %% thither-args="--out big"
+# The README's workaround: name it in --out.
+big.fill(2.0)
+
+# %%
+float(big.sum())
 
 # %%
 import random
@@ -404,6 +434,33 @@ add10(1)
 
 # %%
 add10(5), (lambda: threshold)()
+
+# %%
+def current_threshold():
+    return threshold
+
+# %% local
+# A normal cell in both kernels: a function defined under %%thither must read the notebook's globals.
+threshold = 99
+current_threshold()
+
+# %% [markdown]
+# ## Module-level odds and ends
+
+# %%
+__name__, "__file__" in dir()
+
+# %%
+import asyncio
+async def fetch(v):
+    await asyncio.sleep(0)
+    return v * 2
+awaited = await fetch(21)
+awaited
+
+# %%
+def broken(:
+    pass
 
 # %% [markdown]
 # ## numpy and pandas views
