@@ -55,12 +55,15 @@ class PanelSink:
         self.output.outputs = ()
         self._display_index.clear()
 
-    def show_value(self, value: Any) -> None:
-        data, metadata = self.shell.display_formatter.format(value)
+    def show_value(self, value: Any, data: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        """As the worker formatted it (``data``), else as this kernel formats it."""
+        if data is None:
+            data, metadata = self.shell.display_formatter.format(value)
         append_display(self.output, data, metadata)
 
-    def show_bundle(self, data: dict[str, Any]) -> None:
-        append_display(self.output, data)
+    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        append_display(self.output, data, metadata)
 
     def flush(self) -> None:
         pass
@@ -71,9 +74,11 @@ class TerminalSink(NotebookSink):
     shell job's is. Its trailing value is shown as a display, never through the displayhook (no ``Out[n]``: the
     prompt has moved on)."""
 
-    def show_value(self, value: Any) -> None:
-        data, _ = self.shell.display_formatter.format(value)
-        self.show_bundle(data)
+    def show_value(self, value: Any, data: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        if data is None:
+            data, metadata = self.shell.display_formatter.format(value)
+        self.show_bundle(data, metadata)
 
 
 class Run:
@@ -118,7 +123,10 @@ class Run:
             explain_missing_name(error, self._namespace, self._active.job.closure.names)  # in place: result() too
             self._active.sink.stderr(_error_text(error))
         elif self._outcome.trailing:
-            self._active.sink.show_value(self._outcome.trailing[0])
+            self._active.sink.show_value(self._outcome.trailing[0], self._outcome.trailing_bundle,
+                                         self._outcome.trailing_metadata)
+        elif self._outcome.trailing_bundle:
+            self._active.sink.show_bundle(self._outcome.trailing_bundle, self._outcome.trailing_metadata)
         if panel is not None:
             panel.update(self.record)
         else:

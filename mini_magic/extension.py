@@ -40,11 +40,34 @@ class NotebookSink:
 
         clear_output(wait=wait)
 
-    def show_value(self, value: Any) -> None:
-        self.shell.displayhook(value)
+    def show_value(self, value: Any, data: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        """The cell's result: ``Out[n]``, ``_``, ``__``, ``___`` hold ``value``; what shows is ``data`` when given.
 
-    def show_bundle(self, data: dict[str, Any]) -> None:
-        self.shell.display_pub.publish(data=data, metadata={})
+        ``data`` is the bundle the worker formatted (its printoptions, pandas options and rcParams applied, as they
+        apply to its ``print``). It goes through the displayhook's own steps (those of ``DisplayHook.__call__``,
+        the same in IPython 8.12 and 9), with the worker's bundle in place of the kernel's formatting, so the
+        execute_result message, the prompt number, the output cache and the history are the kernel's own.
+        """
+        hook = self.shell.displayhook
+        if data is None:
+            hook(value)
+            return
+        hook.check_for_underscore()
+        if value is None or hook.quiet():
+            return
+        hook.start_displayhook()
+        hook.write_output_prompt()
+        hook.update_user_ns(value)
+        hook.fill_exec_result(value)
+        if data:
+            hook.write_format_data(data, metadata or {})
+            hook.log_output(data)
+        hook.finish_displayhook()
+
+    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        """A trailing value that could not travel: only its display (no ``Out[n]`` to hold it)."""
+        self.shell.display_pub.publish(data=data, metadata=metadata or {})
 
     def flush(self) -> None:
         # ipykernel's flush waits for its IO thread; skip it when this run wrote nothing.

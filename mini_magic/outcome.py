@@ -7,10 +7,11 @@ Kept apart from how the events were drained, so a foreground cell (raise or assi
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import module_return, wire
+from . import figure_formats, module_return, wire
 from .backends.base import RunOptions
 from .errors import RemoteError, RunCancelled, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
@@ -24,7 +25,8 @@ class Outcome:
     deleted: list[str] = field(default_factory=list)
     not_returned: dict[str, str] = field(default_factory=dict)
     trailing: tuple[Any, ...] = ()  # (value,) when a trailing expression's value came back
-    trailing_bundle: dict[str, Any] | None = None
+    trailing_bundle: dict[str, Any] | None = None  # how the worker displays the trailing value: what the cell shows
+    trailing_metadata: dict[str, Any] | None = None
 
     @property
     def summary(self) -> str | None:
@@ -70,7 +72,10 @@ def _result(result: wire.Result) -> Outcome:
     if result.trailing is not None:
         value = result.trailing.unpack(on_error=lambda name, exc: None)
         trailing = (value["_"],) if "_" in value else ()
-    return Outcome(RunState.DONE, None, values, list(result.deleted), not_returned, trailing, result.trailing_bundle)
+    if "matplotlib.figure" in sys.modules:  # a Figure may have come back: let it render here as it did there
+        figure_formats.enable_here()
+    return Outcome(RunState.DONE, None, values, list(result.deleted), not_returned, trailing, result.trailing_bundle,
+                   result.trailing_metadata)
 
 
 def assign(outcome: Outcome, namespace: dict[str, Any]) -> None:

@@ -348,13 +348,15 @@ class Yield(Event):
 class Result(Event):
     """The run succeeded. ``outputs`` are the names to assign (modules as ModuleRef); ``unsendable`` maps names
     that could not travel back to the reason; ``trailing`` holds the value of a trailing expression (name
-    ``"_"``), or ``trailing_bundle`` its remotely formatted mimebundle when the value itself cannot travel."""
+    ``"_"``, None when it cannot travel), ``trailing_bundle`` and ``trailing_metadata`` how the worker displays it
+    (formatted there, under the worker's library display options: the kernel shows this, not its own rendering)."""
 
     outputs: PackedValues
     unsendable: dict[str, str]
     deleted: tuple[str, ...]
     trailing: PackedValues | None = None
     trailing_bundle: dict[str, Any] | None = None
+    trailing_metadata: dict[str, Any] | None = None
     dirty: str | None = None  # why the worker should not be reused, if it should not
     kind: ClassVar[str] = "result"
     terminal: ClassVar[bool] = True

@@ -118,14 +118,19 @@ class Worker:
                 if self.display is not None:
                     self.display.before_run()
                 has_value, value = _execute(job, namespace)
+                shown = None
                 if self.display is not None:
+                    # Formatted here, under the cell's state and library options, as the kernel's displayhook would.
+                    shown = self.display.format_result(value) if has_value and value is not None else None
                     self.display.after_run()
                 saved.interpreter.restore()  # the worker's own code (packing, sending) runs in its own state
                 if calls is not None:
                     calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
-                self._send_result(job, namespace, initial, has_value, value, saved)
+                self._send_result(job, namespace, initial, has_value, value, saved, shown)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
+            if self.display is not None and isinstance(exc, Exception):
+                self.display.after_run()  # a failed cell's figures show (and close) too, as in a kernel cell
             saved.interpreter.restore()
             if calls is not None:
                 calls.close()
@@ -150,7 +155,8 @@ class Worker:
             namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
         return namespace
 
-    def _send_result(self, job, namespace, initial, has_value, value, saved) -> None:
+    def _send_result(self, job, namespace, initial, has_value, value, saved, shown=None) -> None:
+        """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (worker_display)."""
         names, unsendable = _output_names(job, namespace, initial)
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
         packed, failures = wire.pack_values(values, skip_failures=True)
@@ -163,15 +169,16 @@ class Worker:
         for name, failure in failures.items():
             unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
         deleted = tuple(n for n in dict.fromkeys((*job.deleted, *initial)) if n not in namespace and n in initial)
-        trailing, bundle = None, None
+        trailing, bundle, bundle_metadata = None, None, None
         if has_value and value is not None:
+            bundle, bundle_metadata = shown if shown is not None else (self._format(value), {})
             trailing, fails = wire.pack_values({"_": value}, skip_failures=True)
             if fails:
                 trailing = None
-                bundle = self._format(value)
-            if (trailing is not None and self._carries_secret(trailing)) or self.sender.scrubber.contains(bundle):
+            if (trailing is not None and self._carries_secret(trailing)) \
+                    or self.sender.scrubber.contains(bundle, bundle_metadata):
                 # Shown or not, the value would reach the kernel: the same rule as for the names above.
-                trailing, bundle = None, None
+                trailing, bundle, bundle_metadata = None, None, None
                 self.sender.emit(wire.Stderr, text="mini_magic: the value of the cell's last expression was not "
                                  "brought back: it holds a secret value (--secret); secrets never leave the worker.\n")
         self.sender.emit(
@@ -181,6 +188,7 @@ class Worker:
             deleted=deleted,
             trailing=trailing,
             trailing_bundle=bundle,
+            trailing_metadata=bundle_metadata,
             dirty=saved.dirty_reason(),
         )
 

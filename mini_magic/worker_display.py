@@ -4,6 +4,15 @@ Where IPython is importable in the worker (always on the local backend), a minim
 publisher emits Display/UpdateDisplay/ClearOutput events is installed, so ``IPython.display`` functions, objects'
 ``_repr_*_`` methods and the matplotlib inline backend behave as in a notebook. Without IPython (a bare remote
 image), ``display`` is still a builtin that sends the object's mimebundle from its ``_repr_*_`` methods.
+
+What a run shows follows a notebook cell of the kernel (with the matplotlib-inline backend):
+
+* the cell's trailing value is formatted here, by this process's formatters, so the display state of the libraries
+  in this process applies (``np.set_printoptions``, ``pd.options.display``, ``rcParams``), as it does to ``print``;
+  the kernel shows that bundle as the cell's result while ``Out[n]``/``_`` hold the value itself;
+* figures the cell made show at the end of the cell and are closed, also when the cell raised; no figure and no
+  inline-backend state of one run reaches the next (a warm worker's next cell starts as a fresh kernel cell does);
+* a Figure that arrived by value renders as an image (see figure_formats).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ class DisplayBridge:
         self.emit = emit
         self._sync = sync
         self.shell: Any = None
+        self._post_execute_pending = False
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None, display_id: str | None, update: bool):
         self._sync()
@@ -86,14 +96,65 @@ class DisplayBridge:
             self.publish(data, metadata, display_id, update=bool(kwargs.get("update")))
         return display_id
 
+    def format_result(self, value: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The trailing value's mimebundle and metadata, as the kernel's displayhook would compute them, but with this
+        process's formatters and library options. Called right after the cell's code, before ``after_run`` (the
+        kernel's displayhook also runs before post_execute). None when formatting failed (the traceback went to
+        the cell's stderr, as IPython reports a failing formatter): the kernel then formats the value itself."""
+        try:
+            data, metadata = self.format(value)
+        except Exception:  # noqa: BLE001 - a broken repr must not fail a run that succeeded
+            import traceback
+
+            sys.stderr.write("mini_magic: the value of the cell's last expression could not be formatted in the "
+                             "worker:\n" + traceback.format_exc())
+            return None
+        return _text_safe(data), dict(metadata or {})
+
     def before_run(self) -> None:
+        self._post_execute_pending = True
         if self.shell is not None:
+            _reset_inline_backend()
+            if "matplotlib.figure" in sys.modules:  # a Figure may have arrived with the run's inputs
+                from . import figure_formats
+
+                figure_formats.enable(self.shell)
             self.shell.events.trigger("pre_execute")
 
     def after_run(self) -> None:
-        if self.shell is not None:
-            # matplotlib's inline backend shows pending figures here, as at the end of a notebook cell.
+        """End the cell as a kernel does, once per run: matplotlib's inline backend shows the figures the cell made
+        and closes them. Also after a cell that raised (IPython runs post_execute whatever the cell did)."""
+        if self.shell is not None and self._post_execute_pending:
+            self._post_execute_pending = False
             self.shell.events.trigger("post_execute")
+
+
+def _text_safe(data: dict[str, Any]) -> dict[str, Any]:
+    """Binary representations base64-encoded, as the kernel sends them (and as IPython's own figure formatters
+    return them): the bundle is then plain text the kernel can publish as is and the scrubber can search."""
+    import base64
+
+    return {mime: base64.b64encode(value).decode("ascii") if isinstance(value, (bytes, bytearray)) else value
+            for mime, value in data.items()}
+
+
+def _reset_inline_backend() -> None:
+    """Start the run with the inline backend's state of a fresh kernel cell.
+
+    Its "draw was called" flag and list of figures to draw would otherwise carry over from a run that ended without
+    post_execute (an interrupt), and the worker's restore of ``rcParams`` after each run sets ``interactive`` back to
+    matplotlib's default (False), while the inline backend turned it on when pyplot was first imported, as it does
+    in a kernel: without it, no figure made after the first run would show at the end of its cell.
+    """
+    inline = sys.modules.get("matplotlib_inline.backend_inline")
+    if inline is None:
+        return
+    inline.show._draw_called = False
+    inline.show._to_draw = []
+    matplotlib = sys.modules.get("matplotlib")
+    backend = dict.get(getattr(matplotlib, "rcParams", {}), "backend")
+    if isinstance(backend, str) and backend.endswith("backend_inline") and not matplotlib.is_interactive():
+        matplotlib.interactive(True)
 
 
 def install(emit: Emit, sync: Callable[[], None]) -> DisplayBridge:
@@ -120,6 +181,7 @@ def _ipython_shell(bridge: DisplayBridge) -> Any:
 
     class WorkerInteractiveShell(InteractiveShell):
         display_pub_class = Type(EventPublisher)
+        renders_rich_output = True  # its displays go to a notebook (figure_formats)
 
         def init_io(self) -> None:  # keep the worker's captured sys.stdout/sys.stderr as they are
             pass

@@ -41,8 +41,10 @@ CASES = {
         # The cell fails, so the inline backend never shows (and closes) its figure.
         ("import matplotlib, matplotlib.pyplot as plt\nmatplotlib.rcParams['lines.linewidth'] = 7\nplt.ioff()\n"
          "plt.figure()\nplt.plot([1, 2])\nraise RuntimeError('the figure is never shown')"),
-        ("import matplotlib, matplotlib.pyplot as plt\nprint(plt.get_fignums(), plt.isinteractive(), "
-         "matplotlib.rcParams['lines.linewidth'])"),
+        # A figure first: pyplot loads its backend (and the inline backend turns interactive mode on, as in a
+        # kernel) only when the first figure is made, so a fresh worker would otherwise report False here.
+        ("import matplotlib, matplotlib.pyplot as plt\nplt.close(plt.figure())\nprint(plt.get_fignums(), "
+         "plt.isinteractive(), matplotlib.rcParams['lines.linewidth'])"),
     ),
     "signal-handler": (
         ("import signal\nsignal.signal(signal.SIGUSR1, lambda *a: None)\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
