@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import wire, worker_hither
+from . import namespace_pickling, wire, worker_hither
 from .closure import CellAnalysis
 from .callbacks import Hither, HitherHandle
 from .errors import CaptureError, ThitherUsageError
@@ -46,6 +46,7 @@ class _RecordingPickler(wire.Pickler):
         super().__init__(*args, **kwargs)
         self.modules: set[str] = set()
         self.hithers: dict[str, Any] = {}
+        self.globals: dict[str, Any] = {}  # notebook names shipped because a shipped notebook function reads them
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (Hither, HitherHandle)):
@@ -56,7 +57,10 @@ class _RecordingPickler(wire.Pickler):
             module = getattr(obj, "__module__", None)
             if isinstance(module, str):
                 self.modules.add(module)
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if isinstance(reduced, tuple) and reduced[0] is namespace_pickling.notebook_function:
+            self.globals.update(reduced[2]["globals"])
+        return reduced
 
 
 def closure_values(analysis: CellAnalysis, namespace: dict[str, Any], extra: Iterable[str] = (), *,
@@ -86,10 +90,14 @@ class PackedClosure:
     values: wire.PackedValues
     modules: set[str]  # modules the values need remotely (by reference)
     hithers: dict[str, Any]  # reference id -> Hither / HitherHandle found anywhere in the values
+    sent: dict[str, Any]  # every value the worker gets under a name: the closure and the globals its functions read
 
 
-def pack_closure(values: dict[str, Any]) -> PackedClosure:
-    """Pack the closure; on failure raise CaptureError naming the variable, why, and what to do."""
+def pack_closure(values: dict[str, Any], namespace: dict[str, Any] | None = None) -> PackedClosure:
+    """Pack the closure; on failure raise CaptureError naming the variable, why, and what to do.
+
+    Functions defined in ``namespace`` (the notebook's) travel as notebook functions: in the worker their globals
+    are the run's namespace, where the notebook globals they read are added (mini_magic.namespace_pickling)."""
     picklers: list[_RecordingPickler] = []
 
     def factory(*args: Any, **kwargs: Any) -> _RecordingPickler:
@@ -97,14 +105,15 @@ def pack_closure(values: dict[str, Any]) -> PackedClosure:
         return picklers[-1]
 
     try:
-        packed, _ = wire.pack_values(values, pickler_factory=factory)
+        packed, _ = wire.pack_values(values, pickler_factory=factory, home=namespace, ship_globals=True)
     except wire.PackError as exc:
         reason, fix = explain_unpicklable(exc.value, exc.cause)
         raise CaptureError(exc.name, type(exc.value).__name__, reason, fix) from exc.cause
     pickler = picklers[-1] if picklers else None
     modules = set(pickler.modules) if pickler else set()
     modules.update(v.name for v in values.values() if isinstance(v, wire.ModuleRef))
-    return PackedClosure(packed, modules, dict(pickler.hithers) if pickler else {})
+    sent = {**(pickler.globals if pickler else {}), **values}
+    return PackedClosure(packed, modules, dict(pickler.hithers) if pickler else {}, sent)
 
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Semaphore,

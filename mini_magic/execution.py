@@ -83,6 +83,8 @@ class ActiveRun:
     sink: OutputSink
     hithers: HitherSession
     progress: ProgressMirror
+    namespace: dict[str, Any]  # the notebook's: functions that come back live in it
+    sent: dict[str, Any]  # the values sent, by name: unchanged ones come back as these very objects
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     progress_recorded: float = 0.0  # monotonic time the registry last got this run's progress
@@ -121,9 +123,10 @@ def request_cancel(run_id: str) -> bool:
 
 
 def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext,
-              secret_keys: tuple[str, ...] = ()) -> tuple[wire.Job, dict[str, Any]]:
+              secret_keys: tuple[str, ...] = ()) -> tuple[wire.Job, dict[str, Any], dict[str, Any]]:
     """Check and pack everything before anything runs (errors leave the namespace untouched). Also returns the
-    hither objects the closure references, by reference id."""
+    hither objects the closure references, by reference id, and every value sent, by name (results may refer
+    back to them: see mini_magic.worker_inputs)."""
     offset = context.first_line - 1
     try:
         analysis = analyze_cell(source)
@@ -131,6 +134,8 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
     except SyntaxError as exc:
         if exc.lineno is not None:
             exc.lineno += offset
+        if context.execution_count is not None:  # named like the cell's code in tracebacks, not <unknown>
+            exc.filename = f"<thither In[{context.execution_count}]>"
         raise
     except StarImportError as exc:
         raise ThitherUsageError(f"%%thither: {exc}") from None
@@ -141,7 +146,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
             "%%thither cell; run the magic in a normal cell."
         )
     values = closure_values(analysis, namespace, options.inputs, returned=options.out)
-    packed = pack_closure(values)
+    packed = pack_closure(values, namespace)
     run_id = uuid.uuid4().hex[:12]
     count = context.execution_count
     job = wire.Job(
@@ -160,8 +165,9 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         display_trailing=analysis.trailing_expression and not ends_with_semicolon(source),
         hither_interval=context.hither_interval if packed.hithers else None,
         secret_keys=secret_keys,
+        return_known=not options.extra.get("detach"),  # another kernel may read a detached run's result
     )
-    return job, packed.hithers
+    return job, packed.hithers, packed.sent
 
 
 def ends_with_semicolon(source: str) -> bool:
@@ -196,7 +202,8 @@ def start_run(
     gate = gate or InterruptGate()
     gate.open()
     try:
-        job, hither_refs = build_job(source, namespace, options, context, backend.secret_keys(options, context.cwd))
+        job, hither_refs, sent = build_job(source, namespace, options, context,
+                                           backend.secret_keys(options, context.cwd))
     except KeyboardInterrupt as exc:
         raise explain_interrupt(exc, "interrupted while the cell was being prepared; nothing ran.") from None
     finally:
@@ -212,7 +219,7 @@ def start_run(
         if handle.remote_id:
             registry.update(record.run_id, remote_id=handle.remote_id)
         active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
-                           ProgressMirror(attach, widgets=context.widgets))
+                           ProgressMirror(attach, widgets=context.widgets), namespace, sent)
     except BaseException as exc:
         if handle is not None:
             handle.kill()
@@ -311,7 +318,7 @@ def end_run(active: ActiveRun, terminal: wire.Event, reason: str | None) -> Outc
     """Interpret the terminal event, then tear down: hither context managers exit after the final drain (also on
     error or interrupt), bars the run left open close, and the registry records the end."""
     try:
-        outcome = interpret(terminal, reason, active.options)
+        outcome = interpret(terminal, reason, active.options, home=active.namespace, known=active.sent)
     except BaseException as exc:  # noqa: BLE001 - a broken result still ends the run cleanly
         outcome = Outcome(RunState.FAILED, exc)
     try:

@@ -15,6 +15,10 @@ Three rules, used by :class:`mini_magic.wire.Pickler` in both directions:
   under the name they carry (``numpy.recarray.__module__`` is ``numpy.rec``, imported lazily): a by-value copy of
   a library class breaks ``isinstance`` and ``super()``.
 
+* **Views stay views** of an array that travels in the same message (or is the receiver's own): ``v = a[:2]``
+  still shares ``a``'s memory on the other side. **Cached functions** (``functools.lru_cache``/``cache``) of the
+  notebook travel as their function and cache settings (their cache stays behind).
+
 The receiving side's namespace and known objects are set per thread with :func:`receiving` while unpickling.
 Standard library only: this module runs in the worker.
 """
@@ -23,12 +27,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
+import functools
 import importlib
 import sys
 import threading
 import types
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -143,6 +149,90 @@ def known_object(name: str) -> Any:
     return known[name]
 
 
+def updated_object(name: str, new: Any) -> Any:
+    """An input the run changed in place: the receiver's own object, changed the same way when its kind allows
+    (so every other name holding it sees the change, as after a normal cell), else ``new``."""
+    known = _RECEIVER.known
+    local = known.get(name, _MISSING) if known is not None else _MISSING
+    if local is _MISSING:
+        return new
+    try:
+        return local if update_in_place(local, new) else new
+    except Exception:  # noqa: BLE001 - an object that refuses the update is replaced instead
+        return new
+
+
+_MISSING = object()
+
+
+def update_in_place(local: Any, new: Any) -> bool:
+    """Make ``local`` hold what ``new`` holds, for the kinds where that is well defined: numpy arrays of the same
+    shape and dtype (views included: the write reaches their base), lists, dicts, sets, bytearrays (and their
+    subclasses, attributes too), and objects whose pickling is the default one (state in ``__dict__``, set with
+    their own ``__setstate__`` if they have one). False: the caller rebinds the name to ``new`` instead."""
+    kind = type(local)
+    if new is local:
+        return True
+    if kind is not type(new):
+        return False
+    if kind is types.FunctionType:
+        return _update_function(local, new)
+    np = sys.modules.get("numpy")
+    if np is not None and kind is np.ndarray:
+        if local.shape != new.shape or local.dtype != new.dtype or not local.flags.writeable:
+            return False
+        np.copyto(local, new)
+        return True
+    if isinstance(local, (list, bytearray)):
+        local[:] = new
+    elif isinstance(local, dict):
+        local.clear()
+        local.update(new)
+    elif isinstance(local, set):
+        local.clear()
+        local.update(new)
+    elif kind.__reduce_ex__ is not object.__reduce_ex__ or kind.__reduce__ is not object.__reduce__:
+        return False
+    if hasattr(kind, "__slots__") or not hasattr(local, "__dict__"):
+        return isinstance(local, (list, bytearray, dict, set)) and not hasattr(kind, "__slots__")
+    setstate = getattr(kind, "__setstate__", None)
+    if setstate is not None and setstate is not getattr(object, "__setstate__", None):
+        getstate = getattr(new, "__getstate__", None)
+        setstate(local, getstate() if getstate is not None else new.__dict__)
+    else:
+        local.__dict__.clear()
+        local.__dict__.update(new.__dict__)
+    return True
+
+
+def _update_function(local: types.FunctionType, new: types.FunctionType) -> bool:
+    """A function changed in place: what its closure cells hold (``nonlocal`` state), its defaults, attributes."""
+    if local.__code__ != new.__code__:
+        return False
+    for mine, theirs in zip(local.__closure__ or (), new.__closure__ or ()):
+        value = _cell_value(theirs)
+        if value is not EMPTY_CELL:
+            mine.cell_contents = value
+    local.__defaults__, local.__kwdefaults__ = new.__defaults__, new.__kwdefaults__
+    local.__dict__.update(new.__dict__)
+    return True
+
+
+def shallow_copy(obj: Any) -> Any:
+    """A new object holding what ``obj`` holds, to carry its new state by value (None when there is none: a
+    type, a module, an object copy gives back as itself). A function gets new closure cells with the same
+    contents."""
+    if type(obj) is types.FunctionType:
+        cells = tuple(types.CellType(v) if v is not EMPTY_CELL else types.CellType()
+                      for v in map(_cell_value, obj.__closure__ or ())) or None
+        clone = types.FunctionType(obj.__code__, obj.__globals__, obj.__name__, obj.__defaults__, cells)
+        clone.__kwdefaults__, clone.__qualname__, clone.__module__ = obj.__kwdefaults__, obj.__qualname__, obj.__module__
+        clone.__dict__.update(obj.__dict__)
+        return clone
+    duplicate = copy.copy(obj)
+    return None if duplicate is obj else duplicate
+
+
 def import_attribute(module: str, qualname: str) -> Any:
     target: Any = importlib.import_module(module)
     for part in qualname.split("."):
@@ -164,3 +254,88 @@ def reduce_by_reference(obj: Any) -> tuple | None:
     except Exception:  # noqa: BLE001 - not importable under that name: let it travel by value
         return None
     return (import_attribute, (module, qualname)) if found is obj else None
+
+
+_CACHED_FUNCTION = type(functools.lru_cache(maxsize=None)(lambda: None))
+
+
+def reduce_cached_function(obj: Any) -> tuple | None:
+    """A notebook function under ``functools.lru_cache``: the wrapper pickles by a ``__main__`` attribute lookup,
+    which finds nothing on the other side, so it travels as the function and its cache settings."""
+    if type(obj) is not _CACHED_FUNCTION:
+        return None
+    wrapped = getattr(obj, "__wrapped__", None)
+    if getattr(wrapped, "__module__", None) != "__main__":
+        return None
+    parameters = obj.cache_parameters()
+    return (cached_function, (wrapped, parameters["maxsize"], parameters["typed"]))
+
+
+def cached_function(wrapped: Any, maxsize: int | None, typed: bool) -> Any:
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(wrapped)
+
+
+class ArrayBases:
+    """The arrays a numpy view may be rebuilt against: the receiver's own arrays (known or changed inputs) first,
+    then the values of the message. Per block of memory one of them is THE base, the largest (the first of equals),
+    and only it is never sent as a view itself, so two views of one block never refer to each other (a cycle).
+    Only a C- or F-contiguous array can be the base: a view is rebuilt as a window into it."""
+
+    def __init__(self, arrays: Iterable[Any]) -> None:
+        self._base: dict[int, Any] = {}
+        for array in arrays:
+            if not (array.flags.c_contiguous or array.flags.f_contiguous):
+                continue
+            owner = id(_memory_owner(array))
+            current = self._base.get(owner)
+            if current is None or array.nbytes > current.nbytes:
+                self._base[owner] = array
+
+    def find(self, view: Any) -> tuple[Any, int] | None:
+        """The base array whose memory holds all of ``view``'s, and the view's byte offset into it."""
+        base = self._base.get(id(_memory_owner(view)))
+        if base is None or base is view:
+            return None
+        low, high = _byte_bounds(view)
+        start = base.__array_interface__["data"][0]
+        if start <= low and high <= start + base.nbytes:
+            return base, view.__array_interface__["data"][0] - start
+        return None
+
+
+def _memory_owner(array: Any) -> Any:
+    while type(array.base).__name__ == "ndarray" or isinstance(array.base, type(array)):
+        array = array.base
+    return array
+
+
+def _byte_bounds(array: Any) -> tuple[int, int]:
+    start = array.__array_interface__["data"][0]
+    if array.size == 0:
+        return start, start
+    low = high = start
+    for extent, stride in zip(array.shape, array.strides):
+        reach = stride * (extent - 1)
+        low, high = (low + reach, high) if reach < 0 else (low, high + reach)
+    return low, high + array.itemsize
+
+
+def reduce_array_view(array: Any, bases: ArrayBases) -> tuple | None:
+    """A plain numpy array that is a view into one of ``bases``: rebuilt as a view of that base on the other side,
+    so writes through one show in the other as they do here."""
+    np = sys.modules.get("numpy")
+    if np is None or type(array) is not np.ndarray or array.base is None:
+        return None
+    found = bases.find(array)
+    if found is None:
+        return None
+    base, offset = found
+    return (array_view, (base, offset, array.shape, array.strides, array.dtype, array.flags.writeable))
+
+
+def array_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any, writeable: bool) -> Any:
+    np = importlib.import_module("numpy")
+    view = np.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view

@@ -36,8 +36,11 @@ class Outcome:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def interpret(terminal: wire.Event, reason: str | None, options: RunOptions) -> Outcome:
-    """``reason`` is why the kernel stopped the run itself ('interrupt', 'timeout', 'cancel'), if it did."""
+def interpret(terminal: wire.Event, reason: str | None, options: RunOptions, *,
+              home: dict[str, Any] | None = None, known: dict[str, Any] | None = None) -> Outcome:
+    """``reason`` is why the kernel stopped the run itself ('interrupt', 'timeout', 'cancel'), if it did.
+    ``home``: the notebook namespace (functions the cell defined live in it); ``known``: the values the run was
+    sent, by name (unchanged ones come back as these objects). See mini_magic.namespace_pickling."""
     if reason == "interrupt":
         interrupted = KeyboardInterrupt("the remote run was interrupted")
         message = "KeyboardInterrupt: the remote run was interrupted; its worker was stopped and nothing was assigned."
@@ -56,21 +59,21 @@ def interpret(terminal: wire.Event, reason: str | None, options: RunOptions) -> 
     if isinstance(terminal, wire.Error):
         return Outcome(RunState.FAILED, rebuild_exception(terminal))
     assert isinstance(terminal, wire.Result)
-    return _result(terminal)
+    return _result(terminal, home, known)
 
 
-def _result(result: wire.Result) -> Outcome:
+def _result(result: wire.Result, home: dict[str, Any] | None, known: dict[str, Any] | None) -> Outcome:
     """Rebuild every output (nothing is assigned here); names that cannot come back are listed with the reason."""
     not_returned = dict(result.unsendable)
 
     def failed(name: str, exc: BaseException) -> None:
         not_returned[name] = f"it could not be rebuilt in the kernel ({type(exc).__name__}: {exc})"
 
-    values = result.outputs.unpack(on_error=failed)
+    values = result.outputs.unpack(on_error=failed, home=home, known=known)
     values = {name: module_return.rebuild(value) for name, value in values.items()}  # modules: lazily, by name
     trailing: tuple[Any, ...] = ()
     if result.trailing is not None:
-        value = result.trailing.unpack(on_error=lambda name, exc: None)
+        value = result.trailing.unpack(on_error=lambda name, exc: None, home=home, known=known)
         trailing = (value["_"],) if "_" in value else ()
     if "matplotlib.figure" in sys.modules:  # a Figure may have come back: let it render here as it did there
         figure_formats.enable_here()

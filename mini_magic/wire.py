@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 import cloudpickle
 
+from . import namespace_pickling
+
 PROTOCOL_VERSION = 1
 PICKLE_PROTOCOL = 5
 
@@ -61,33 +63,69 @@ class PackedValues:
         # is written with protocol 5 and a buffer_callback, and in-band (copied) otherwise.
         return (PackedValues, (self.names, self.data, tuple(pickle.PickleBuffer(b) for b in self.buffers)))
 
-    def unpack(self, on_error: Callable[[str, BaseException], None] | None = None) -> dict[str, Any]:
+    def unpack(self, on_error: Callable[[str, BaseException], None] | None = None, *,
+               home: dict[str, Any] | None = None, known: dict[str, Any] | None = None,
+               sizes: dict[str, int] | None = None) -> dict[str, Any]:
         """Rebuild the values in order; a failure is raised, or reported to ``on_error(name, exc)``.
 
         Names after a failed one are reported as failed too: their segments may refer to objects of the failed
         segment through the shared memo, and resuming with a misaligned memo could silently give wrong objects.
+        ``home`` and ``known``: see :mod:`mini_magic.namespace_pickling`. ``sizes``, when given, receives each
+        value's size in bytes (its segment of the stream and the buffers it took), at no extra cost.
         """
-        unpickler = pickle.Unpickler(io.BytesIO(self.data), buffers=iter(self.buffers))
+        stream = io.BytesIO(self.data)
+        buffers = _CountingBuffers(self.buffers)
+        unpickler = _Unpickler(stream, buffers=buffers)
         values: dict[str, Any] = {}
-        for index, name in enumerate(self.names):
-            try:
-                values[name] = unpickler.load()
-            except Exception as exc:  # noqa: BLE001 - reported with the name; the caller decides
-                if on_error is None:
-                    raise
-                on_error(name, exc)
-                for later in self.names[index + 1 :]:
-                    on_error(later, UnpackAborted(f"it came after {name!r}, which could not be rebuilt"))
-                break
+        with namespace_pickling.receiving(home, known):
+            for index, name in enumerate(self.names):
+                start, buffers.nbytes = stream.tell(), 0
+                try:
+                    values[name] = unpickler.load()
+                except Exception as exc:  # noqa: BLE001 - reported with the name; the caller decides
+                    if on_error is None:
+                        raise
+                    on_error(name, exc)
+                    for later in self.names[index + 1 :]:
+                        on_error(later, UnpackAborted(f"it came after {name!r}, which could not be rebuilt"))
+                    break
+                if sizes is not None:
+                    sizes[name] = stream.tell() - start + buffers.nbytes
         return values
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple):  # ("update", name, new): an input changed in place; see Pickler
+            return namespace_pickling.updated_object(pid[1], pid[2])
+        return namespace_pickling.known_object(pid)  # an unchanged input: the receiver's own object
+
+
+class _CountingBuffers:
+    """The out-of-band buffers of a stream, counting the bytes handed out (to size each value)."""
+
+    def __init__(self, buffers: Sequence[Any]) -> None:
+        self._buffers = iter(buffers)
+        self.nbytes = 0
+
+    def __iter__(self) -> _CountingBuffers:
+        return self
+
+    def __next__(self) -> Any:
+        buffer = next(self._buffers)
+        self.nbytes += memoryview(buffer).nbytes
+        return buffer
 
 
 OPEN_FILES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
 
 
 class Pickler(cloudpickle.Pickler):
-    """cloudpickle, except that open files are refused and code objects keep the file name and lines they were
-    compiled from.
+    """cloudpickle, except that open files are refused, code objects keep the file name and lines they were
+    compiled from, and values stay tied to their namespace (:mod:`mini_magic.namespace_pickling`): functions whose
+    globals are ``home`` are rebuilt in the receiver's namespace (with the globals they read when
+    ``ship_globals``), objects in ``known`` (id -> name) travel as references to the receiver's own objects, and
+    library classes travel by reference.
 
     A remote traceback finds the source of a notebook function through its code object's ``co_filename`` (the
     cell's ``<ipython-input-…>`` name, whose text travels in :attr:`Job.linecache`). How cloudpickle rebuilds a code
@@ -97,13 +135,76 @@ class Pickler(cloudpickle.Pickler):
     sides.
     """
 
+    def __init__(self, *args: Any, home: dict[str, Any] | None = None, ship_globals: bool = False,
+                 known: dict[int, str] | None = None, changed: dict[int, str] | None = None,
+                 arrays: Iterable[Any] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.home = home
+        self.ship_globals = ship_globals
+        self._known = known or {}
+        self._changed = changed or {}
+        self._updates_sent: set[int] = set()
+        self._arrays = arrays  # arrays a view may be rebuilt against (see namespace_pickling.ArrayBases)
+        self._bases: namespace_pickling.ArrayBases | None = None
+        if self._changed:
+            self.persistent_id = self._reference_or_update
+        elif self._known:
+            # persistent_id, not reducer_override: the C pickler never asks reducer_override about lists, dicts
+            # and tuples. It is asked about every object, so it is installed only when there is something to find.
+            lookup = self._known.get
+            self.persistent_id = lambda obj: lookup(id(obj))
+
+    def _reference_or_update(self, obj: Any) -> Any:
+        """An unchanged known object: its name. A ``changed`` one (id -> name): the first time, its name and a
+        shallow copy that travels by value (the receiver updates its own object in place from it,
+        namespace_pickling.updated_object); after that its name, which by then stands for the updated object."""
+        object_id = id(obj)
+        name = self._known.get(object_id)
+        if name is not None:
+            return name
+        name = self._changed.get(object_id)
+        if name is None:
+            return None
+        if object_id in self._updates_sent:
+            return name
+        self._updates_sent.add(object_id)
+        try:
+            state = namespace_pickling.shallow_copy(obj)  # pickled by value, while `obj` stays a reference
+        except Exception:  # noqa: BLE001 - cannot be copied: it travels by value as a new object
+            state = None
+        if state is None:
+            self._updates_sent.discard(object_id)
+            return None
+        return ("update", name, state)
+
     def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is types.FunctionType:
+            if self.home is not None and obj.__globals__ is self.home:
+                return namespace_pickling.reduce_notebook_function(obj, self.home, self.ship_globals)
+            by_reference = namespace_pickling.reduce_by_reference(obj)
+            if by_reference is not None:
+                return by_reference
+        elif isinstance(obj, type):
+            by_reference = namespace_pickling.reduce_by_reference(obj)
+            if by_reference is not None:
+                return by_reference
+        elif kind.__name__ == "ndarray":
+            if self._bases is None:
+                self._bases = namespace_pickling.ArrayBases(self._arrays)
+            view = namespace_pickling.reduce_array_view(obj, self._bases)
+            if view is not None:
+                return view
+        else:
+            cached = namespace_pickling.reduce_cached_function(obj)
+            if cached is not None:
+                return cached
         if isinstance(obj, OPEN_FILES):
             # cloudpickle would snapshot a readable file's whole content into a StringIO: a silent, possibly huge,
             # copy that no longer is the file. Refuse it like any other process-bound resource, both ways.
             raise TypeError(f"an open file ({getattr(obj, 'name', '?')!r}) belongs to the process that opened it; "
                             "send its path, or its contents (text = f.read())")
-        if type(obj) is types.CodeType:
+        if kind is types.CodeType:
             try:
                 return marshal.loads, (marshal.dumps(obj),)
             except ValueError:  # a constant marshal cannot write (only hand-built code has one): cloudpickle's way
@@ -130,8 +231,9 @@ def pack_values(
     *,
     pickler_factory: Callable[..., pickle.Pickler] | None = None,
     skip_failures: bool = False,
+    **pickler_options: Any,
 ) -> tuple[PackedValues, dict[str, PackError]]:
-    """Pickle ``values`` name by name into one stream.
+    """Pickle ``values`` name by name into one stream (``pickler_options``: see :class:`Pickler`).
 
     With ``skip_failures`` a name that cannot be pickled is left out (and reported) while the others are packed;
     the stream is rebuilt without it, because a half-written segment may have left memo entries that later
@@ -143,7 +245,9 @@ def pack_values(
         stream = io.BytesIO()
         buffers: list[pickle.PickleBuffer] = []
         factory = pickler_factory or Pickler
-        pickler = factory(stream, protocol=PICKLE_PROTOCOL, buffer_callback=buffers.append)
+        options = dict(pickler_options)
+        options["arrays"] = [*options.get("arrays", ()), *_arrays(remaining.values())]
+        pickler = factory(stream, protocol=PICKLE_PROTOCOL, buffer_callback=buffers.append, **options)
         failed: str | None = None
         for name, value in remaining.items():
             try:
@@ -162,6 +266,11 @@ def pack_values(
             packed = PackedValues(tuple(remaining), stream.getvalue(), raw)
             return packed, failures
         del remaining[failed]
+
+
+def _arrays(values: Iterable[Any]) -> list[Any]:
+    """The numpy arrays among the values packed by name: views of them stay views (see Pickler)."""
+    return [v for v in values if type(v).__name__ == "ndarray" and hasattr(v, "__array_interface__")]
 
 
 def _raw(buffer: pickle.PickleBuffer) -> Any:
@@ -240,6 +349,9 @@ class Job:
     display_trailing: bool = True
     hither_interval: float | None = None  # seconds between hither call batches; None: the cell uses no hither
     secret_keys: tuple[str, ...] = ()  # env variables holding secrets: their VALUES are scrubbed from output
+    # Unchanged inputs in the results travel as references to the kernel's objects (see worker_inputs); False when
+    # the result may be read by another kernel (a detached run), which does not hold them.
+    return_known: bool = True
 
 
 def encode_job(job: Job) -> list[Any]:

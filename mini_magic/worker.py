@@ -31,6 +31,7 @@ from . import proctree, wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
 from .placeholder import NOT_SENT
 from .scrub import MIN_LENGTH, Scrubber
+from .worker_inputs import RunInputs
 from .worker_io import EventSender, OutputCapture
 from .worker_modules import ShippedModules, evict_local_modules
 from .worker_shell import WorkerShell
@@ -113,7 +114,8 @@ class Worker:
                 os.chdir(job.cwd)
             _register_sources(job)
             with ShippedModules(job.modules):
-                namespace = saved.namespace = self._namespace(job)
+                namespace, inputs = self._namespace(job)
+                saved.namespace = namespace
                 initial = dict(namespace)
                 if self.display is not None:
                     self.display.before_run()
@@ -127,7 +129,7 @@ class Worker:
                 if calls is not None:
                     calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
-                self._send_result(job, namespace, initial, has_value, value, saved, shown)
+                self._send_result(job, namespace, initial, inputs, has_value, value, saved, shown)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
             if self.display is not None and isinstance(exc, Exception):
                 self.display.after_run()  # a failed cell's figures show (and close) too, as in a kernel cell
@@ -137,7 +139,7 @@ class Worker:
             self.sync_output()
             self._send_error(exc, saved)
 
-    def _namespace(self, job: wire.Job) -> dict[str, Any]:
+    def _namespace(self, job: wire.Job) -> tuple[dict[str, Any], RunInputs]:
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _SHELL.get_ipython}
 
         def failed(name: str, exc: BaseException) -> None:
@@ -148,31 +150,37 @@ class Worker:
             )
             raise exc
 
-        values = job.closure.unpack(on_error=failed)
+        sizes: dict[str, int] = {}
+        # Notebook functions among the values get this namespace as their globals (and add the globals they read).
+        values = job.closure.unpack(on_error=failed, home=namespace, sizes=sizes)
         for name, value in values.items():
             if value is NOT_SENT and name in namespace:  # a shipped function's global: its value wins
                 continue
             namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
-        return namespace
+        shipped = {n: v for n, v in namespace.items() if n not in ("__name__", "__builtins__", "get_ipython")}
+        return namespace, RunInputs(shipped, sizes, namespace, references=job.return_known)
 
-    def _send_result(self, job, namespace, initial, has_value, value, saved, shown=None) -> None:
+    def _send_result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> None:
         """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (worker_display)."""
-        names, unsendable = _output_names(job, namespace, initial)
+        names, unsendable = _output_names(job, namespace, initial, inputs.changed())
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
-        packed, failures = wire.pack_values(values, skip_failures=True)
+        # Functions the cell defined go back to live in the notebook's namespace; unchanged inputs as references.
+        options = {"home": namespace, "known": inputs.unchanged_ids(), "changed": inputs.changed_ids(),
+                   "arrays": inputs.arrays(), "skip_failures": True}
+        packed, failures = wire.pack_values(values, **options)
         if self._carries_secret(packed):
             for name in list(values):
-                if self._carries_secret(wire.pack_values({name: values[name]}, skip_failures=True)[0]):
+                if self._carries_secret(wire.pack_values({name: values[name]}, **options)[0]):
                     del values[name]
                     unsendable[name] = "it holds a secret value (--secret); secrets never leave the worker"
-            packed, failures = wire.pack_values(values, skip_failures=True)
+            packed, failures = wire.pack_values(values, **options)
         for name, failure in failures.items():
             unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
         deleted = tuple(n for n in dict.fromkeys((*job.deleted, *initial)) if n not in namespace and n in initial)
         trailing, bundle, bundle_metadata = None, None, None
         if has_value and value is not None:
             bundle, bundle_metadata = shown if shown is not None else (self._format(value), {})
-            trailing, fails = wire.pack_values({"_": value}, skip_failures=True)
+            trailing, fails = wire.pack_values({"_": value}, **options)
             if fails:
                 trailing = None
             if (trailing is not None and self._carries_secret(trailing)) \
@@ -271,8 +279,10 @@ def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
             loop.close()
 
 
-def _output_names(job: wire.Job, namespace: dict[str, Any], initial: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """Which names go back: ``--out`` exactly, or what the analysis found plus whatever the run (re)bound."""
+def _output_names(job: wire.Job, namespace: dict[str, Any], initial: dict[str, Any],
+                  changed: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Which names go back: ``--out`` exactly, or what the analysis found, whatever the run (re)bound, and the
+    inputs it changed in place (``changed``, see worker_inputs) while the name still holds them."""
     unsendable: dict[str, str] = {}
     if job.outputs is not None:
         names = [n for n in job.outputs if n in namespace]
@@ -281,6 +291,7 @@ def _output_names(job: wire.Job, namespace: dict[str, Any], initial: dict[str, A
                 unsendable[name] = "it is not defined in the worker after the cell ran"
         return names, unsendable
     names = [n for n in job.candidates if n in namespace]
+    names += [n for n in changed if n in namespace and namespace[n] is initial.get(n)]
     for name, value in namespace.items():
         if name in _HIDDEN_NAMES or (name.startswith("__") and name.endswith("__")):
             continue

@@ -87,6 +87,20 @@ class RunInputs:
                              if fingerprint(self.values[name], self.home) != digest]
         return self._changed
 
+    def arrays(self) -> list[Any]:
+        """The numpy arrays among the inputs that travel back as the kernel's own (unchanged or updated in place):
+        a view into one of them comes back as a view into the kernel's array."""
+        if not self.references:
+            return []
+        return [self.values[name] for name in self.before if type(self.values[name]).__name__ == "ndarray"]
+
+    def changed_ids(self) -> dict[int, str]:
+        """id -> name of the inputs the cell changed: they travel as updates of the kernel's own objects."""
+        if not self.references:
+            return {}
+        return {id(self.values[name]): name for name in self.changed()
+                if not isinstance(self.values[name], _IMMUTABLE_ATOMS)}
+
     def unchanged_ids(self) -> dict[int, str]:
         """id -> name of the inputs that can travel back as references to the kernel's own objects."""
         if not self.references:

@@ -25,6 +25,8 @@ _REWRITES = [
     (re.compile(r"0x[0-9a-fA-F]{6,}"), "0x…"),
     (re.compile(r"/tmp/ipykernel_\d+/\d+\.py"), "<cell>"),
     (re.compile(r"<ipython-input-\d+-[0-9a-f]+>"), "<cell>"),
+    # the %%thither line the harness adds shifts the cell's lines by one: a line of the cell is the plain line + 1
+    (re.compile(r"<thither In\[\d+\]>(:|, line )(\d+)"), lambda m: f"<cell>{m[1]}{int(m[2]) - 1}"),
     (re.compile(r"<thither In\[\d+\]>"), "<cell>"),
     (re.compile(r"\((?:\d+\.py|<unknown>), line"), "(<cell>, line"),  # a SyntaxError's file; its line is kept
     (re.compile(r"\bT_[0-9a-f]{5}\b"), "T_…"),  # pandas Styler's random table id

@@ -95,3 +95,102 @@ def test_inputs_over_the_limit_are_not_fingerprinted(monkeypatch) -> None:
     monkeypatch.setattr(worker_inputs, "DIGEST_LIMIT", 1000)
     inputs = RunInputs({"small": [1], "big": [2]}, {"small": 999, "big": 1001}, {})
     assert set(inputs.before) == {"small"}
+
+
+def test_a_view_of_an_array_in_the_same_message_stays_a_view() -> None:
+    a = np.arange(8.0)
+    packed, _ = wire.pack_values({"v": a[6:1:-2], "a": a, "alone": a[:2].copy()[:1]})
+    values = packed.unpack()
+    values["v"][0] = 100.0
+    assert values["a"][6] == 100.0 and np.shares_memory(values["v"], values["a"])
+    assert values["v"].tolist() == [100.0, 4.0, 2.0]
+    # a view whose base does not travel is a copy, as before (the base may be large and unwanted)
+    assert values["alone"].tolist() == [0.0] and not np.shares_memory(values["alone"], values["a"])
+
+
+def test_a_view_of_a_known_object_is_a_view_of_the_receivers_array() -> None:
+    big = np.zeros(10)
+    packed, _ = wire.pack_values({"head": big[:3]}, known={id(big): "big"})
+    head = packed.unpack(known={"big": big})["head"]
+    head[0] = 5
+    assert big[0] == 5
+
+
+def test_a_cached_notebook_function_travels_with_its_cache_settings() -> None:
+    sender = _define("import functools\n@functools.lru_cache(maxsize=7)\ndef sq(n):\n    return n * n\n"
+                     "inc = functools.cache(lambda n: n + 1)\n", {"__name__": "__main__"})
+    packed, _ = wire.pack_values({"sq": sender["sq"], "inc": sender["inc"]}, home=sender, ship_globals=True)
+    values = packed.unpack(home={"__name__": "__main__"})
+    assert values["sq"](3) == 9 and values["sq"].cache_parameters() == {"maxsize": 7, "typed": False}
+    assert values["inc"](1) == 2 and values["inc"].cache_parameters()["maxsize"] is None
+
+
+class _Plain:
+    def __init__(self) -> None:
+        self.w = 0
+
+
+def _round_trip_changed(sent: dict, changed_values: dict, results: dict) -> dict:
+    """Pack ``results`` as the worker does when the inputs ``changed_values`` (name -> the worker's changed copy)
+    were changed in place, and unpack them as the kernel does (``sent``: the kernel's own objects)."""
+    packed, failures = wire.pack_values(results, changed={id(v): n for n, v in changed_values.items()})
+    assert not failures
+    return packed.unpack(known=sent)
+
+
+def test_inputs_changed_in_place_update_the_receivers_own_objects() -> None:
+    xs, table, obj, arr, members = [1], {"a": 1}, _Plain(), np.zeros(4), {1}
+    view = arr[1:3]
+    sent = {"xs": xs, "table": table, "obj": obj, "view": view, "members": members}
+    remote = {"xs": [1, 2], "table": {"b": 2}, "obj": _Plain(), "view": np.array([5.0, 6.0]), "members": {1, 2}}
+    remote["obj"].w = 7
+    back = _round_trip_changed(sent, remote, {**remote, "holder": [remote["xs"]]})
+    assert back["xs"] is xs and xs == [1, 2]
+    assert back["table"] is table and table == {"b": 2}
+    assert back["obj"] is obj and obj.w == 7
+    assert back["view"] is view and arr.tolist() == [0.0, 5.0, 6.0, 0.0]  # the write reached the view's base
+    assert back["members"] is members and members == {1, 2}
+    assert back["holder"][0] is xs  # later references in the message are the updated local object
+
+
+def test_an_object_that_cannot_be_updated_in_place_comes_back_as_a_new_object() -> None:
+    arr = np.zeros(2)
+    back = _round_trip_changed({"arr": arr}, {"arr": np.zeros(3)}, {"arr": np.zeros(3)})
+    assert back["arr"] is not arr and back["arr"].shape == (3,) and arr.shape == (2,)
+
+
+def test_library_objects_are_updated_in_place() -> None:
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    df, model = pd.DataFrame({"a": [1, 2]}), LinearRegression()
+    remote_df, remote_model = df.copy(), LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])
+    remote_df["b"] = [3, 4]
+    back = _round_trip_changed({"df": df, "model": model}, {"df": remote_df, "model": remote_model},
+                               {"df": remote_df, "model": remote_model})
+    assert back["df"] is df and df.columns.tolist() == ["a", "b"] and df["b"].tolist() == [3, 4]
+    assert back["model"] is model and round(float(model.coef_[0]), 6) == 2.0
+
+
+def test_views_of_one_block_share_it_without_referring_to_each_other() -> None:
+    hidden = np.arange(15)
+    a = hidden.reshape(3, 5)  # itself a view, of an array that does not travel
+    packed, _ = wire.pack_values({"flat": a.ravel(), "square": a.reshape(5, 3), "a": a, "tail": a[2, ::-1]})
+    values = packed.unpack()
+    values["flat"][0] = 99
+    values["tail"][0] = -1
+    assert values["a"][0, 0] == 99 and values["square"][0, 0] == 99 and values["a"][2, 4] == -1
+
+
+def test_a_function_whose_closure_changed_is_updated_in_place() -> None:
+    namespace = _define("def make(start):\n    count = start\n    def step():\n        nonlocal count\n"
+                        "        count += 1\n        return count\n    return step\ncounter = make(10)\n",
+                        {"__name__": "__main__"})
+    local = namespace["counter"]
+    remote = _round_trip_changed({"counter": local}, {}, {})  # nothing changed: nothing to do
+    assert remote == {}
+    worker_copy = wire.pack_values({"c": local}, home=namespace)[0].unpack(home=namespace)["c"]
+    worker_copy()
+    back = wire.pack_values({"counter": worker_copy}, home=namespace, changed={id(worker_copy): "counter"})[0]
+    assert back.unpack(home=namespace, known={"counter": local})["counter"] is local
+    assert local() == 12  # 10, then 11 in the worker, then 12 here
