@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import wire
+from . import library_settings, wire
 from .backends.base import Backend, RunHandle, RunOptions
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
@@ -166,6 +166,7 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
         hither_interval=context.hither_interval if packed.hithers else None,
         secret_keys=secret_keys,
         return_known=not options.extra.get("detach"),  # another kernel may read a detached run's result
+        settings=library_settings.capture(),
     )
     return job, packed.hithers, packed.sent
 

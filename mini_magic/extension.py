@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from . import library_settings
 from .backends import Backend, backend_classes
 from .backends.base import RunOptions
 from .config import Thither
@@ -131,9 +132,16 @@ def load(shell: Any) -> None:
     register(shell, state.status)
     shell.configurables.append(state.config)
     atexit.register(state.close)
+    shell.events.register("pre_run_cell", _apply_pending_settings)
     _close_on_kernel_shutdown(shell, state)
     if state.config.prewarm and state.config.backend == "local":
         state.backend("local").prewarm(RunOptions(backend="local", gpu=state.config.gpu, env=dict(state.config.env)))
+
+
+def _apply_pending_settings(info: Any = None) -> None:
+    """Before each cell: library settings a %%thither cell made for a library the kernel has imported since
+    (``import numpy`` after a remote ``np.set_printoptions``) take effect here too (library_settings)."""
+    library_settings.apply_pending()
 
 
 def _close_on_kernel_shutdown(shell: Any, state: ExtensionState) -> None:
@@ -167,6 +175,10 @@ def unload(shell: Any) -> None:
     if state.config in shell.configurables:
         shell.configurables.remove(state.config)
     atexit.unregister(state.close)
+    try:
+        shell.events.unregister("pre_run_cell", _apply_pending_settings)
+    except ValueError:  # not registered (another shell's load)
+        pass
     state.restore_shutdown()
     from .status import unregister
 

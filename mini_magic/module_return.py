@@ -19,7 +19,7 @@ import sys
 import types
 from typing import Any
 
-from . import wire
+from . import library_settings, wire
 
 _REAL = "_mini_magic_real_module"
 # Read from the stand-in itself while the module is not imported: the name is exact; ``__package__`` is None (read
@@ -101,6 +101,7 @@ def _import(stand_in: ReturnedModule) -> types.ModuleType:
         ) from None
     state[_REAL] = real
     _rebind_notebook_names(stand_in, real)
+    library_settings.apply_pending()  # np.set_printoptions made in the worker holds here too
     return real
 
 

@@ -15,6 +15,8 @@ Three rules, used by :class:`mini_magic.wire.Pickler` in both directions:
   under the name they carry (``numpy.recarray.__module__`` is ``numpy.rec``, imported lazily): a by-value copy of
   a library class breaks ``isinstance`` and ``super()``.
 
+* **Classes with ``__slots__``** defined in the notebook keep their slots (cloudpickle rebuilds a class by value
+  without them: its instances would get a ``__dict__`` and no longer pickle back).
 * **Views stay views** of an array that travels in the same message (or is the receiver's own): ``v = a[:2]``
   still shares ``a``'s memory on the other side. **Cached functions** (``functools.lru_cache``/``cache``) of the
   notebook travel as their function and cache settings (their cache stays behind).
@@ -339,3 +341,25 @@ def array_view(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any,
     if not writeable:
         view.flags.writeable = False
     return view
+
+
+def reduce_slotted_class(cls: Any) -> tuple | None:
+    """A notebook class with ``__slots__``: rebuilt with its slots (they must exist when the class is created), its
+    other attributes (methods included) set after it is memoized, so they may refer to the class."""
+    if type(cls) is not type or cls.__module__ != "__main__" or "__slots__" not in vars(cls):
+        return None
+    slots = vars(cls)["__slots__"]
+    slots = (slots,) if isinstance(slots, str) else tuple(slots)
+    skip = {"__dict__", "__weakref__", "__slots__", "__qualname__", *slots}
+    attributes = {k: v for k, v in vars(cls).items() if k not in skip}
+    return (slotted_class, (cls.__name__, cls.__bases__, slots, cls.__qualname__), attributes, None, None,
+            set_class_attributes)
+
+
+def slotted_class(name: str, bases: tuple, slots: tuple[str, ...], qualname: str) -> type:
+    return type(name, bases, {"__slots__": slots, "__qualname__": qualname})
+
+
+def set_class_attributes(cls: type, attributes: dict[str, Any]) -> None:
+    for name, value in attributes.items():
+        setattr(cls, name, value)

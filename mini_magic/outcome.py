@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import figure_formats, module_return, wire
+from . import figure_formats, library_settings, module_return, wire
 from .backends.base import RunOptions
 from .errors import RemoteError, RunCancelled, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
@@ -27,6 +27,7 @@ class Outcome:
     trailing: tuple[Any, ...] = ()  # (value,) when a trailing expression's value came back
     trailing_bundle: dict[str, Any] | None = None  # how the worker displays the trailing value: what the cell shows
     trailing_metadata: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # library settings the cell changed (library_settings)
 
     @property
     def summary(self) -> str | None:
@@ -78,14 +79,16 @@ def _result(result: wire.Result, home: dict[str, Any] | None, known: dict[str, A
     if "matplotlib.figure" in sys.modules:  # a Figure may have come back: let it render here as it did there
         figure_formats.enable_here()
     return Outcome(RunState.DONE, None, values, list(result.deleted), not_returned, trailing, result.trailing_bundle,
-                   result.trailing_metadata)
+                   result.trailing_metadata, result.settings)
 
 
 def assign(outcome: Outcome, namespace: dict[str, Any]) -> None:
-    """All names at once, after success: deletions first, then the new values."""
+    """All names at once, after success: deletions first, then the new values; and the library settings the cell
+    changed (library_settings: set here as the cell would have, kept for later runs where not imported here)."""
     for name in outcome.deleted:
         namespace.pop(name, None)
     namespace.update(outcome.values)
+    library_settings.apply(outcome.settings, import_missing=False)
 
 
 def rebuild_exception(error: wire.Error) -> BaseException:

@@ -186,7 +186,7 @@ class Pickler(cloudpickle.Pickler):
             if by_reference is not None:
                 return by_reference
         elif isinstance(obj, type):
-            by_reference = namespace_pickling.reduce_by_reference(obj)
+            by_reference = namespace_pickling.reduce_by_reference(obj) or namespace_pickling.reduce_slotted_class(obj)
             if by_reference is not None:
                 return by_reference
         elif kind.__name__ == "ndarray":
@@ -352,6 +352,7 @@ class Job:
     # Unchanged inputs in the results travel as references to the kernel's objects (see worker_inputs); False when
     # the result may be read by another kernel (a detached run), which does not hold them.
     return_known: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)  # the kernel's library settings (library_settings)
 
 
 def encode_job(job: Job) -> list[Any]:
@@ -470,6 +471,7 @@ class Result(Event):
     trailing_bundle: dict[str, Any] | None = None
     trailing_metadata: dict[str, Any] | None = None
     dirty: str | None = None  # why the worker should not be reused, if it should not
+    settings: dict[str, Any] = field(default_factory=dict)  # library settings the cell changed (library_settings)
     kind: ClassVar[str] = "result"
     terminal: ClassVar[bool] = True
 

@@ -27,7 +27,7 @@ import traceback
 from types import ModuleType, TracebackType
 from typing import Any
 
-from . import proctree, wire, worker_hither, worker_tqdm
+from . import library_settings, proctree, wire, worker_hither, worker_tqdm
 from .channel import Channel, ChannelClosed, authenticate_as_worker
 from .placeholder import NOT_SENT
 from .scrub import MIN_LENGTH, Scrubber
@@ -113,6 +113,8 @@ class Worker:
             if job.cwd and os.path.isdir(job.cwd):
                 os.chdir(job.cwd)
             _register_sources(job)
+            library_settings.apply(job.settings)  # the kernel's (np.set_printoptions ...), undone by restore()
+            saved.settings_sent = library_settings.capture()
             with ShippedModules(job.modules):
                 namespace, inputs = self._namespace(job)
                 saved.namespace = namespace
@@ -125,6 +127,7 @@ class Worker:
                     # Formatted here, under the cell's state and library options, as the kernel's displayhook would.
                     shown = self.display.format_result(value) if has_value and value is not None else None
                     self.display.after_run()
+                saved.settings_changed = library_settings.changed_since(saved.settings_sent)
                 saved.interpreter.restore()  # the worker's own code (packing, sending) runs in its own state
                 if calls is not None:
                     calls.close()  # every hither call is delivered before the Result
@@ -198,6 +201,7 @@ class Worker:
             trailing_bundle=bundle,
             trailing_metadata=bundle_metadata,
             dirty=saved.dirty_reason(),
+            settings=saved.settings_changed,
         )
 
     def _format(self, value: Any) -> dict[str, Any]:
@@ -310,6 +314,9 @@ class _ProcessState:
         self.threads = set(threading.enumerate())
         self.modules = set(sys.modules)
         self.interpreter = InterpreterState.save()
+        self.settings = library_settings.capture()  # the worker's own, before the kernel's are applied
+        self.settings_sent: dict[str, Any] = {}
+        self.settings_changed: dict[str, Any] = {}
         self.namespace: dict[str, Any] | None = None  # the run's, emptied by release()
 
     @classmethod
@@ -337,6 +344,7 @@ class _ProcessState:
             pass
         sys.path[:] = self.path
         self.interpreter.restore()
+        library_settings.apply(self.settings, import_missing=False)
 
     def release(self) -> None:
         """Drop the run's namespace and everything it holds: a function the cell defined keeps the namespace in a

@@ -42,8 +42,8 @@ LIMITS: dict[str, Limit] = {
         workaround="import the names you use (`from module import a, b`)",
     ),
     "module-state-in-worker": Limit(
-        readme="Not covered: state inside third-party modules a cell imported",
-        workaround="set module state (np.set_printoptions, np.random.seed, pd.set_option) in the cell that relies "
-                   "on it, or pass a seeded Generator (np.random.default_rng(0)) explicitly",
+        readme="Not covered: other state inside third-party modules a cell imported",
+        workaround="set module state (np.random.seed, pd.set_option, torch.manual_seed) in the cell that relies "
+                   "on it, or keep a seeded Generator (np.random.default_rng(0)) in a variable",
     ),
 }

@@ -73,3 +73,18 @@ def test_library_classes_travel_by_reference(run_notebook) -> None:
     ])
     ok(cells[2])
     assert ok(cells[3]) == "True [0, 0] [0, 0]\n"
+
+
+def test_library_settings_made_in_a_thither_cell_hold_everywhere(run_notebook) -> None:
+    cells = run_notebook([
+        "%load_ext mini_magic",
+        "%%thither\nimport numpy as np\nnp.set_printoptions(precision=2)",  # numpy is not imported in the kernel
+        "a = np.array([1.23456])\nprint(a)",  # the first use imports numpy here: the setting holds
+        "%%thither\nprint(a)",
+        "np.set_printoptions(precision=4)",
+        "%%thither\nprint(a)",  # the notebook's setting reaches the worker
+        "%%thither\nnp.set_printoptions(precision=3)\nprint(a)",
+        "print(a)",
+    ])
+    outputs = [ok(c) for c in cells[2:]]
+    assert outputs == ["[1.23]\n", "[1.23]\n", "", "[1.2346]\n", "[1.235]\n", "[1.235]\n"]

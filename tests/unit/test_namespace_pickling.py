@@ -194,3 +194,22 @@ def test_a_function_whose_closure_changed_is_updated_in_place() -> None:
     back = wire.pack_values({"counter": worker_copy}, home=namespace, changed={id(worker_copy): "counter"})[0]
     assert back.unpack(home=namespace, known={"counter": local})["counter"] is local
     assert local() == 12  # 10, then 11 in the worker, then 12 here
+
+
+def test_a_notebook_class_with_slots_keeps_them_in_another_process() -> None:
+    import subprocess
+
+    sender = _define("class Slotted:\n    __slots__ = ('n',)\n    def __init__(self):\n        self.n = 0\n"
+                     "    def bump(self):\n        self.n += 1\n        return self\ns = Slotted().bump()\n",
+                     {"__name__": "__main__"})
+    packed, _ = wire.pack_values({"C": sender["Slotted"], "s": sender["s"]}, home=sender)
+    # in another process: in this one cloudpickle would hand back the original class from its class tracker
+    check = ("import pickle, sys\nfrom mini_magic import wire\nnames, data = pickle.load(sys.stdin.buffer)\n"
+             "v = wire.PackedValues(names, data).unpack(home={'__name__': '__main__'})\n"
+             "print('n' in vars(v['C']), hasattr(v['s'], '__dict__'), v['s'].n, type(v['s']) is v['C'], "
+             "v['s'].bump().n)")
+    import pickle
+
+    out = subprocess.run([sys.executable, "-c", check], input=pickle.dumps((packed.names, packed.data)),
+                         capture_output=True, check=True).stdout.decode()
+    assert out.split() == ["True", "False", "1", "True", "2"]

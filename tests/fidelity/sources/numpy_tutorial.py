@@ -84,9 +84,16 @@ z.round(3), np.isclose(z.std(), 1.0)
 np.set_printoptions(precision=2)
 np.array([1 / 3, 2 / 3])
 
-# %% local limit=module-state-in-worker
-# A normal cell in both kernels: under %%thither, set_printoptions ran in the worker, so this kernel prints 8 digits.
+# %% local
+# A normal cell in both kernels: set_printoptions made under %%thither holds in the kernel too (library_settings).
 np.array([1 / 3, 2 / 3])
+
+# %%
+np.random.seed(0)
+
+# %% local limit=module-state-in-worker
+# A normal cell in both kernels: under %%thither the global RNG was seeded in the worker, not in this kernel.
+float(np.random.rand() < 2), np.random.rand(2).round(3).tolist() == [0.715, 0.603]
 
 # %%
 np.set_printoptions(precision=8)

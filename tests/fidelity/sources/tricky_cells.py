@@ -345,12 +345,32 @@ log, settings
 history = [1]
 history_alias = history
 
-# %% limit=in-place-change-new-object
-# The cell reads only `history`; the changed list comes back as a new object, so `history_alias` keeps the old one.
+# %%
+# The cell reads only `history`; the list is changed in place in the notebook too, so `history_alias` sees it.
 history.append(2)
 
 # %%
 history_alias, history_alias is history
+
+# %%
+class Slotted:
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+    def bump(self):
+        self.n += 1
+
+slotted = Slotted()
+slotted_alias = slotted
+
+# %% limit=in-place-change-new-object
+# A __slots__ object cannot be updated in place: it comes back as a new object, `slotted_alias` keeps the old one.
+slotted.bump()
+
+# %%
+slotted_alias.n, slotted_alias is slotted
 
 # %%
 import numpy as np
