@@ -14,7 +14,7 @@ Three shapes, as in mi-ni's ``@run.hither``::
     async def progress(total): ... yield step # exited after its last call has been delivered
 
 A hither object, or the handle a factory call returns, travels to the worker as a reference id and is replaced
-there by a stub (see worker_hither). Calls come back in batches and are dispatched in order by whoever drains the
+there by a stub (see worker/hither.py). Calls come back in batches and are dispatched in order by whoever drains the
 run's events: the kernel's main thread for a foreground cell, a drainer thread for a background run.
 
 Async callbacks and async context managers run on ONE dedicated event-loop thread (:class:`AsyncRunner`), not on
@@ -33,21 +33,10 @@ import inspect
 import threading
 import traceback
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import worker_hither
-
-_LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-
-
-def _resolve(ref_id: str) -> Any:
-    return _LIVE.get(ref_id)
-
-
-# A stub that comes back in a run's results turns into the live local object again.
-worker_hither.LOCAL_RESOLVER = _resolve
+from .worker import hither as stubs
 
 
 class Hither:
@@ -58,7 +47,7 @@ class Hither:
         self.ref_id = f"h-{uuid.uuid4().hex[:12]}"
         self.name = getattr(fn, "__qualname__", repr(fn))
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
-        _LIVE[self.ref_id] = self
+        stubs.register_local(self.ref_id, self)  # a stub of it that comes back turns into it again
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         result = self.fn(*args, **kwargs)
@@ -83,7 +72,7 @@ class HitherHandle:
         self.name = name
         self.callback = callback
         self.factory = factory
-        _LIVE[self.ref_id] = self
+        stubs.register_local(self.ref_id, self)  # a stub of it that comes back turns into it again
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.callback is None:

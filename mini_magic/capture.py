@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import namespace_pickling, wire, worker_hither
+from . import namespace_pickling, wire
 from .closure import CellAnalysis
 from .callbacks import Hither, HitherHandle
 from .errors import CaptureError, ThitherUsageError
 from .placeholder import NOT_SENT
+from .worker.hither import HitherStub
 
 # Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).
 _NEVER_CAPTURED = frozenset({"get_ipython", "exit", "quit", "__builtins__", "In", "Out", "_ih", "_oh", "_dh"})
@@ -52,7 +53,7 @@ class _RecordingPickler(wire.Pickler):
         if isinstance(obj, (Hither, HitherHandle)):
             # Local callbacks never travel: the worker gets a stub that knows only the reference id.
             self.hithers[obj.ref_id] = obj
-            return (worker_hither.HitherStub, (obj.ref_id, obj.name))
+            return (HitherStub, (obj.ref_id, obj.name))
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             module = getattr(obj, "__module__", None)
             if isinstance(module, str):

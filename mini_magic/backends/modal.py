@@ -1,7 +1,7 @@
 """The Modal backend: ``%%thither --backend modal --gpu L4`` runs the cell in a Modal container.
 
 The only module that imports ``modal`` (lazily: the package works without it). One ephemeral App per kernel and
-image, started at the first run that needs it, with ONE generic runner function (``mini_magic.modal_runner.run_job``);
+image, started at the first run that needs it, with ONE generic runner function (``mini_magic.worker.modal.run_job``);
 per-cell resources go through ``Function.with_options``, so a new GPU type needs no new App. A run is
 ``spawn`` + events drained from one partition of an ephemeral ``modal.Queue`` + the terminal event from
 ``FunctionCall.get``; cancel (interrupt, timeout, Cancel) is ``FunctionCall.cancel(terminate_containers=True)``.
@@ -10,22 +10,26 @@ per-cell resources go through ``Function.with_options``, so a new GPU type needs
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import queue
 import sys
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cloudpickle
 
-from .. import modal_runner, wire
+from .. import wire
 from ..errors import ThitherUsageError
-from ..local_resources import local_secret
-from .base import Backend, QueuedRunHandle, RunOptions, volume_variable
+from .local.resources import local_secret
+from ..worker import modal as container_entry
+from ..options import DEFAULT_TIMEOUT, RunOptions
+from .base import Backend, QueuedRunHandle, volume_variable
 
-DEFAULT_TIMEOUT = 24 * 3600
+if TYPE_CHECKING:
+    from .._ipykernel import ArgumentGroup
+
+MAX_TIMEOUT = int(DEFAULT_TIMEOUT)  # Modal's limit on a function's timeout, in whole seconds: 24 h
 PREFLIGHT_SECONDS = 5.0
 _GET_MANY = 1000
 
@@ -77,7 +81,7 @@ class ModalRun(QueuedRunHandle):
             assert self._terminal is not None
             self.put(self._terminal)
             return
-        decoder = modal_runner.ItemDecoder()
+        decoder = container_entry.ItemDecoder()
         while True:
             if decoder.ended:
                 self._result_ready.wait()
@@ -125,7 +129,7 @@ def bind_resources(modal: Any, function: Any, options: RunOptions) -> tuple[Any,
         gpu=options.gpu or None,
         cpu=options.extra.get("cpu"),
         memory=options.extra.get("memory"),
-        timeout=int(options.timeout) if options.timeout else DEFAULT_TIMEOUT,
+        timeout=int(options.timeout) if options.timeout else MAX_TIMEOUT,
         env=env or None,
         secrets=[modal.Secret.from_name(name) for name in options.secrets],
         volumes=volumes,
@@ -151,8 +155,8 @@ class _AppSession:
 
     def __init__(self, modal: Any, image: Any, label: str, detach: bool) -> None:
         self.app = modal.App(label)
-        self.runner = self.app.function(image=image, timeout=DEFAULT_TIMEOUT, name="mini_magic_runner")(
-            modal_runner.run_job
+        self.runner = self.app.function(image=image, timeout=MAX_TIMEOUT, name="mini_magic_runner")(
+            container_entry.run_job
         )
         # A detached App keeps running when this kernel goes away, so its runs can be reattached.
         self._run = self.app.run(detach=detach)
@@ -180,7 +184,7 @@ class ModalBackend(Backend):
         return cls(getattr(shell, "user_ns", None))
 
     @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+    def add_arguments(cls, group: ArgumentGroup) -> None:
         group.add_argument("--cpu", type=float, metavar="CORES", help="CPU cores to reserve (Modal).")
         group.add_argument("--memory", type=int, metavar="MiB", help="memory to reserve, in MiB (Modal).")
         group.add_argument("--pip", action="append", metavar="PKG", help="add a pip requirement to the image, "
@@ -194,8 +198,8 @@ class ModalBackend(Backend):
     def prepare(self, options: RunOptions) -> None:
         modal = _modal()
         self._preflight(modal)
-        if options.timeout and options.timeout > DEFAULT_TIMEOUT:
-            raise ThitherUsageError(f"--timeout: Modal allows at most {DEFAULT_TIMEOUT} s (24 h).")
+        if options.timeout and options.timeout > MAX_TIMEOUT:
+            raise ThitherUsageError(f"--timeout: Modal allows at most {MAX_TIMEOUT} s (24 h).")
         self._image_for(modal, options)
 
     def _preflight(self, modal: Any) -> None:

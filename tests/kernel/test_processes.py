@@ -2,7 +2,7 @@
 the run registry, exit with the kernel, no TCP listener, and protocol mismatches.
 
 Processes are inspected through /proc only (no psutil): a worker runs ``-m mini_magic.worker`` and is the child of
-its keeper (``-m mini_magic.worker_keeper``), a child of the kernel.
+its keeper (``-m mini_magic.worker.keeper``), a child of the kernel.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from mini_magic import proctree, wire
-from mini_magic.backends.base import RunOptions
+from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
-from mini_magic.execution import CellContext, build_job
+from mini_magic.jobs import CellContext, build_job
 from mini_magic.owner import Owner, process_start
 from tests.polling import wait_until
 
@@ -98,7 +98,7 @@ def running_children(parent: int, module: str) -> set[int]:
 
 def workers_of(kernel: int) -> set[int]:
     """The kernel's running workers: children of its keepers."""
-    return {pid for keeper in running_children(kernel, "mini_magic.worker_keeper")
+    return {pid for keeper in running_children(kernel, "mini_magic.worker.keeper")
             for pid in running_children(keeper, "mini_magic.worker")}
 
 
@@ -369,7 +369,7 @@ def test_worker_is_a_spawned_grandchild_of_the_kernel_through_its_keeper(live_ke
     pid = pid_of(kernel.run(PRINT_PID))
     keeper = parent_of(pid)
     assert parent_of(keeper) == kpid
-    assert cmdline(keeper)[1:3] == ["-m", "mini_magic.worker_keeper"], cmdline(keeper)
+    assert cmdline(keeper)[1:3] == ["-m", "mini_magic.worker.keeper"], cmdline(keeper)
     args = cmdline(pid)
     assert args[1:3] == ["-m", "mini_magic.worker"], args
     assert pid in workers_of(kpid)
@@ -493,9 +493,9 @@ def test_killing_the_kernel_ends_a_worker_that_holds_the_gil_and_everything_it_s
 SELF_KILLING_KERNEL = f"""
 import os, signal, sys, time
 from IPython.core.inputtransformer2 import TransformerManager
-from mini_magic.backends.base import RunOptions
+from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
-from mini_magic.execution import CellContext, build_job
+from mini_magic.jobs import CellContext, build_job
 
 backend = LocalBackend(max_workers=1, prewarm=False)
 options = RunOptions(backend="local")
@@ -852,7 +852,8 @@ def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
 def test_a_silent_same_user_connection_does_not_delay_a_worker_start(tmp_path):
     """A process of the same user that connects to the worker's socket during start-up and then says nothing is
     refused at once (its pid is not the worker's); the real worker still starts without waiting for it."""
-    from mini_magic.backends.workers import WorkerProcess, WorkerProfile, private_socket_dir
+    from mini_magic.backends.local.process import WorkerProcess, WorkerProfile
+    from mini_magic.backends.local.runtime_dir import private_socket_dir
 
     socket_dir = private_socket_dir()
     intruders: list[socket.socket] = []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import modal
 
-from mini_magic import modal_runner
+from mini_magic.worker import modal as container_entry
 from mini_magic.backends.base import RunOptions
 from mini_magic.backends.modal import DEFAULT_TIMEOUT, bind_resources
 
 
 def runner() -> modal.Function:
-    return modal.App("spec").function(name="mini_magic_runner")(modal_runner.run_job)
+    return modal.App("spec").function(name="mini_magic_runner")(container_entry.run_job)
 
 
 def test_gpu_timeout_and_volumes_reach_the_function_spec() -> None:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from mini_magic import wire
-from mini_magic.backends.base import RunOptions
-from mini_magic.backends.workers import WorkerProcess, WorkerProfile, private_socket_dir
+from mini_magic.options import RunOptions
+from mini_magic.backends.local.process import WorkerProcess, WorkerProfile
+from mini_magic.backends.local.runtime_dir import private_socket_dir
 from mini_magic.channel import (
     AuthenticationFailed,
     Channel,
@@ -29,7 +30,7 @@ from mini_magic.channel import (
     authenticate_as_kernel,
     authenticate_as_worker,
 )
-from mini_magic.execution import CellContext, build_job
+from mini_magic.jobs import CellContext, build_job
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))

@@ -1,13 +1,13 @@
-"""Option parsing of %%thither and pure helpers of the execution module."""
+"""Option parsing of %%thither and pure helpers of job building."""
 
 from __future__ import annotations
 
 import pytest
 
 from mini_magic.errors import ThitherUsageError
-from mini_magic.execution import ends_with_semicolon
+from mini_magic.jobs import ends_with_semicolon
 from mini_magic.outcome import describe_exit
-from mini_magic.magics import build_parser, parse_env, parse_in, parse_out
+from mini_magic.options import build_parser, parse_env, parse_in, parse_out
 
 
 def test_parser_lists_every_core_option_and_the_timeout_default() -> None:

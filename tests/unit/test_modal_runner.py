@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mini_magic import wire
-from mini_magic.modal_runner import END_OF_RUN, ITEM_BYTES, ItemDecoder, QueueSender, encode_items
+from mini_magic.worker.modal import END_OF_RUN, ITEM_BYTES, ItemDecoder, QueueSender, encode_items
 
 
 class FakeQueue:

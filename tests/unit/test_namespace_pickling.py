@@ -1,4 +1,4 @@
-"""Pickling that keeps values tied to their namespace (mini_magic.namespace_pickling, worker_inputs)."""
+"""Pickling that keeps values tied to their namespace (mini_magic.namespace_pickling, worker/inputs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from mini_magic import wire
-from mini_magic.worker_inputs import RunInputs
+from mini_magic.worker.inputs import RunInputs
 
 
 def _define(source: str, namespace: dict) -> dict:
@@ -90,7 +90,7 @@ def test_run_inputs_see_changes_in_place_and_only_unchanged_inputs_are_reference
 
 
 def test_inputs_over_the_limit_are_not_fingerprinted(monkeypatch) -> None:
-    from mini_magic import worker_inputs
+    from mini_magic.worker import inputs as worker_inputs
 
     monkeypatch.setattr(worker_inputs, "DIGEST_LIMIT", 1000)
     inputs = RunInputs({"small": [1], "big": [2]}, {"small": 999, "big": 1001}, {})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mini_magic.backends.runtime_dir import OWNER_FILE, PREFIX, private_socket_dir, remove_stale_runtime_dirs
+from mini_magic.backends.local.runtime_dir import OWNER_FILE, PREFIX, private_socket_dir, remove_stale_runtime_dirs
 from mini_magic.owner import Owner, process_start
 
 

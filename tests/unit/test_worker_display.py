@@ -21,7 +21,7 @@ def run(body: str) -> dict:
 
 BRIDGE = """
 import json, sys
-from mini_magic import worker_display
+from mini_magic.worker import display as worker_display
 events = []
 bridge = worker_display.install(lambda kind, **fields: events.append((kind.__name__, sorted(fields["data"]))),
                                 lambda: None)
@@ -96,7 +96,7 @@ def test_the_notebook_sink_shows_the_bundle_while_out_and_underscore_hold_the_va
 import json
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
-from mini_magic.extension import NotebookSink
+from mini_magic.sinks import NotebookSink
 
 config = Config()
 config.HistoryManager.enabled = False

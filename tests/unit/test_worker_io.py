@@ -14,7 +14,7 @@ SCRIPT = f"""
 import json, os, sys, time
 from mini_magic import wire
 from mini_magic.scrub import Scrubber
-from mini_magic.worker_io import EventSender, OutputCapture
+from mini_magic.worker.output import EventSender, OutputCapture
 
 log_path, report_path = sys.argv[1:]
 events = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from IPython.utils.text import DollarFormatter
 
-from mini_magic.worker_shell import SList, WorkerShell, exit_code, expand, shell_path
+from mini_magic.worker.shell import SList, WorkerShell, exit_code, expand, shell_path
 from tests.polling import wait_until
 
 NAMESPACE = {"who": "world", "num": 3, "lst": [1, 2, 3, 4], "d": {"k": "v"}}

@@ -16,7 +16,7 @@ import sysconfig
 from collections.abc import Iterable
 from types import ModuleType
 
-from .wire import ModuleSource
+from ..wire import ModuleSource
 
 
 class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .backends.base import volume_variable
-from .errors import ThitherUsageError, warn
+from ...errors import ThitherUsageError, warn
+from ..base import volume_variable
 
 
 def mini_magic_home() -> Path:

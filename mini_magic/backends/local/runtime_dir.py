@@ -1,7 +1,7 @@
 """The kernel's private runtime directory (worker sockets and logs), and the removal of those dead kernels left.
 
 A kernel that closes its local backend removes its directory; one that is killed (``kill -9``, the OOM killer) cannot.
-Its keepers remove it when they notice (see worker_keeper), but they may be gone too. So every directory carries its
+Its keepers remove it when they notice (see mini_magic/worker/keeper.py), but they may be gone too. So every directory carries its
 owner (host, pid and process start time, in ``owner.json``: a pid alone is reused) and a kernel that makes its own
 first removes those whose owner is surely dead. A directory without a readable owner (another tool's, an older
 version's, one being made right now) is never touched.
@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..owner import Owner
+from ...owner import Owner
 
 log = logging.getLogger("mini_magic.workers")
 

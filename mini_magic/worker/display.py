@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .wire import ClearOutput, Display, UpdateDisplay
+from ..wire import ClearOutput, Display, UpdateDisplay
 
 Emit = Callable[..., None]
 
@@ -116,7 +116,7 @@ class DisplayBridge:
         if self.shell is not None:
             _reset_inline_backend()
             if "matplotlib.figure" in sys.modules:  # a Figure may have arrived with the run's inputs
-                from . import figure_formats
+                from .. import figure_formats
 
                 figure_formats.enable(self.shell)
             self.shell.events.trigger("pre_execute")

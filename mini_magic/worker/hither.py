@@ -4,34 +4,44 @@ A ``@hither`` object referenced by a remote cell travels as a :class:`HitherStub
 function). Calling the stub appends ``(ref_id, args, kwargs)`` to the run's :class:`CallBuffer` and returns None at
 once; a flusher thread ships the calls in order, in batches bounded in time (the backend's flush interval) and in
 size. Only if the backlog would grow without bound (the kernel cannot keep up) does a call wait for room.
-Standard library and cloudpickle only.
+Stubs find the run's buffer through :mod:`.context`, from whatever thread calls them. Standard library and
+cloudpickle only.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import wire
-from .scrub import Scrubber
+from .. import wire
+from ..scrub import Scrubber
+from . import context
 
 MAX_BATCH = 20_000  # calls per event
 MAX_PENDING = 1_000_000  # calls buffered before a stub call waits for the flusher (backpressure)
 
-_active: CallBuffer | None = None
 _NAMES: dict[str, str] = {}  # ref_id -> the callback's name, for messages
 
-# The kernel side sets this so that a stub coming *back* in a result turns into the live local object again.
-LOCAL_RESOLVER: Callable[[str], Any] | None = None
+# The live hither objects of this process, by reference id: filled in the kernel only (mini_magic.callbacks registers
+# each one it makes), so that a stub coming *back* in a result turns into the live local object again.
+_LOCAL: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def register_local(ref_id: str, obj: Any) -> None:
+    """Where a stub of ``ref_id`` is unpickled in this process, it becomes ``obj`` (as long as ``obj`` lives)."""
+    _LOCAL[ref_id] = obj
+
+
+def local_object(ref_id: str) -> Any:
+    """The live object registered for ``ref_id`` in this process, or None."""
+    return _LOCAL.get(ref_id)
 
 
 def _rebuild(ref_id: str, name: str) -> Any:
-    if LOCAL_RESOLVER is not None:
-        found = LOCAL_RESOLVER(ref_id)
-        if found is not None:
-            return found
-    return HitherStub(ref_id, name)
+    found = _LOCAL.get(ref_id)
+    return found if found is not None else HitherStub(ref_id, name)
 
 
 class HitherStub:
@@ -45,9 +55,14 @@ class HitherStub:
         _NAMES[ref_id] = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        buffer = _active
-        if buffer is not None:
-            buffer.append(self.ref_id, args, kwargs)
+        run = context.current()
+        buffer = run.calls if run is not None else None
+        if buffer is None:
+            why = "no run is active in this process (a thread that outlived its cell?)" if run is None else \
+                "this run was started without hither calls"
+            context.report_outside_run(f"hither:{self.ref_id}", f"hither: calls to {self.name} are dropped: {why}.")
+            return
+        buffer.append(self.ref_id, args, kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.ref_id, self.name))
@@ -70,10 +85,16 @@ class CallBuffer:
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._stopped = False
+        self._closed = False  # the final flush is done: a later call would never be shipped
         self._thread = threading.Thread(target=self._run, name="mini-magic-hither-flush", daemon=True)
         self._thread.start()
 
     def append(self, ref_id: str, args: tuple, kwargs: dict) -> None:
+        if self._closed:
+            name = _NAMES.get(ref_id, ref_id)
+            context.report_outside_run(f"hither:{ref_id}", f"hither: calls to {name} are dropped: the run they "
+                                       "belong to has delivered its last calls (a thread that outlived its cell?).")
+            return
         with self._mutex:
             self._calls.append((ref_id, args, kwargs))
             pending = len(self._calls)
@@ -132,13 +153,4 @@ class CallBuffer:
         self._wake.set()
         self._thread.join(timeout=5)
         self.flush()
-
-
-def activate(buffer: CallBuffer | None) -> None:
-    global _active
-    _active = buffer
-
-
-def flush_active() -> None:
-    if _active is not None:
-        _active.flush()
+        self._closed = True

@@ -4,6 +4,7 @@ No code change is needed in the cell: ``tqdm(...)``, ``trange``, ``tqdm.auto.tqd
 the notebook (there usually ``tqdm.notebook.tqdm``, which cannot draw in a worker) all resolve to one mirrored class.
 tqdm is patched lazily, by an import hook, so a worker that never imports tqdm pays nothing. Redraws are tqdm's own
 (``mininterval``, 0.1 s by default): at most about ten events per second per bar, plus the final state on close.
+A bar finds the run it belongs to through :mod:`.context`, from whatever thread updates it.
 """
 
 from __future__ import annotations
@@ -13,23 +14,23 @@ import importlib.machinery
 import io
 import itertools
 import sys
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .wire import Progress
-
-EMIT: Callable[..., None] | None = None  # set by the worker while a run is active
+from ..wire import Progress
+from . import context
 
 _ids = itertools.count(1)
 _mirror: type | None = None
 
 
 def _send(bar: Any, closed: bool) -> None:
-    emit = EMIT
-    if emit is None:
+    run = context.current()  # the same run from any thread the cell started
+    if run is None:
+        context.report_outside_run(f"tqdm:{bar._mm_id}", f"the progress bar {str(bar.desc or bar._mm_id)!r} is not "
+                                   "shown: no run is active in this process (a thread that outlived its cell?).")
         return
-    emit(
+    run.emit(
         Progress,
         bar_id=bar._mm_id,
         n=bar.n,

@@ -1,4 +1,4 @@
-"""Worker side: the event sender and file-descriptor level capture of stdout/stderr.
+"""The event sender and file-descriptor level capture of stdout/stderr.
 
 Capturing at the file-descriptor level (``dup2`` of pipes onto fds 1 and 2) is what makes output of subprocesses,
 ``logging``, and C/CUDA libraries stream back, not only Python ``print``. Standard library only.
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .scrub import Scrubber, StreamScrubber
-from .wire import Event, Stderr, Stdout
+from ..scrub import Scrubber, StreamScrubber
+from ..wire import Event, Stderr, Stdout
 
 # How long text that may be the start of a secret value is held back when nothing more arrives (sync() passes it
 # on at once): the pieces of one value written by two calls arrive microseconds apart.
@@ -62,6 +62,13 @@ class EventSender:
             self._seq += 1
             event = cls(seq=self._seq, **fields)
             self._send([event])
+
+    def connect(self, send: Callable[[list[Event]], None]) -> None:
+        """Send from now on through ``send``, numbering from 1 again: a transport that lasts one run (Modal's
+        queue) reconnects the one sender that the worker, the capture and the display bridge all share."""
+        with self._lock:
+            self._send = send
+            self._seq = 0
 
 
 def _pending_bytes(fd: int) -> int:

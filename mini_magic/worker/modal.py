@@ -1,11 +1,12 @@
 """Container side of the Modal backend: the function Modal runs for every ``%%thither --backend modal`` cell.
 
 It is an importable function of the package (never a serialized closure), so the Job's versioned header is read
-and checked before anything of the cell is unpickled. The SAME :class:`~mini_magic.worker.Worker` as a local worker
-runs the job; only the transport differs: events go through one partition of a ``modal.Queue`` in batches (at most
-a few ``put_many`` a second, items under Modal's 1 MiB limit), and the terminal event (Result or Error) is the
-function's return value, so a detached run can still deliver it. Standard library and cloudpickle only; the queue
-is used through its methods.
+and checked before anything of the cell is unpickled. The SAME :class:`~mini_magic.worker.runner.Worker`, set up by
+the same :mod:`.bootstrap` as a local worker, runs the job; only the transport differs: events go through one
+partition of a ``modal.Queue`` in batches (at most a few ``put_many`` a second, items under Modal's 1 MiB limit),
+and the terminal event (Result or Error) is the function's return value, so a detached run can still deliver it.
+Standard library and cloudpickle only; the queue is used through its methods. The kernel side (backends/modal.py)
+imports :class:`ItemDecoder` from here: the two halves of the queue format live in one file.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import pickle
 import threading
 from typing import Any
 
-from . import wire
-from .scrub import Scrubber
-from .worker import Worker
-from .worker_io import EventSender, OutputCapture
+from .. import wire
+from ..scrub import Scrubber
+from .bootstrap import start_worker
+from .runner import Worker
 
 END_OF_RUN = (-1, 0, 1, b"")
 ITEM_BYTES = 900_000  # below Modal's 1 MiB per queue item, with room for the item's own framing
@@ -102,7 +103,7 @@ class ItemDecoder:
 
 
 class _Container:
-    """What a container keeps between runs: the fd capture, the display bridge, the tqdm hook, and the scrubber.
+    """What a container keeps between runs: the worker that :mod:`.bootstrap` set up, and its scrubber.
 
     The scrubber gathers the values of every run's secret keys (``Job.secret_keys``: the values of a
     ``modal.Secret`` exist only in this container's environment) and masks them, for the container's whole life,
@@ -110,15 +111,10 @@ class _Container:
     """
 
     def __init__(self) -> None:
-        from . import worker_display, worker_tqdm
-
         self.scrubber = Scrubber()
-        self.events = EventSender(lambda events: None, self.scrubber)
         fallback = os.dup(2)  # the runtime's own log stays where Modal collects it
-        self.capture = OutputCapture(self.events, fallback)
-        self.worker = Worker(self.events, self.capture)
-        self.worker.display = worker_display.install(self.events.emit, self.worker.sync_output)
-        worker_tqdm.install()
+        # Between runs events have no reader: a run connects its queue below.
+        self.worker: Worker = start_worker(lambda events: None, self.scrubber, fallback)
 
 
 _container: _Container | None = None
@@ -133,10 +129,8 @@ def run_job(frames: list[bytes], queue: Any, partition: str, volumes: list[Any] 
             _container = _Container()
         container = _container
         sender = QueueSender(queue, partition)
-        events = EventSender(sender.send, container.scrubber)
-        container.worker.sender = events
-        container.capture.sender = events
-        container.worker.display.emit = events.emit
+        events = container.worker.sender
+        events.connect(sender.send)  # the one sender the worker, its capture and its display bridge share
         try:
             container.worker.handle([bytes(f) for f in frames])
         finally:
@@ -146,6 +140,7 @@ def run_job(frames: list[bytes], queue: Any, partition: str, volumes: list[Any] 
                 except Exception as exc:  # noqa: BLE001 - reported in the cell, the result still comes back
                     events.emit(wire.Stderr, text=f"mini_magic: committing a volume failed: {exc}\n")
             sender.close()
+            events.connect(lambda events: None)  # a leftover thread's event must not reach a closed queue
         terminal = sender.terminal or wire.Error(
             seq=0, type_module="builtins", type_qualname="RuntimeError",
             message="the Modal runner ended without a result", traceback="",

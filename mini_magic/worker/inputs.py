@@ -19,7 +19,7 @@ import types
 import zlib
 from typing import Any
 
-from . import wire
+from .. import wire
 
 # Bytes of pickle (with buffers) of one input; 0 turns fingerprints off (bench/bench_inputs.py compares).
 DIGEST_LIMIT = int(os.environ.get("MINI_MAGIC_FINGERPRINT_LIMIT", 8 * 1024 * 1024))

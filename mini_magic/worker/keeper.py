@@ -8,13 +8,13 @@ The kernel alone cannot make sure that nothing a cell started outlives its run:
 - a process the cell started that was orphaned or left the worker's session (``setsid``) belongs to nobody the kernel
   knows once the worker dies. Worker and keeper are child subreapers (see :mod:`mini_magic.proctree`): orphans go to
   the worker while it lives and to the keeper after it crashed, so the keeper ends every one when the worker ends, and
-  the kernel ends the whole tree by walking it from the keeper (``WorkerProcess.kill``).
+  the kernel ends the whole tree by walking it from the keeper (``WorkerProcess.kill`` in backends/local/process.py).
 
 The keeper forwards SIGINT to the worker and exits with the worker's status (code or signal), so the kernel reports a
 crash as before. A run that must survive its kernel (detached; none is local yet) is exempted by SIGUSR1: the keeper
 then no longer watches the kernel, and the kernel no longer kills the tree.
 
-Run as ``python -m mini_magic.worker_keeper KERNEL_PID RUNTIME_DIR``. The worker, ``python -m mini_magic.worker``, is
+Run as ``python -m mini_magic.worker.keeper KERNEL_PID RUNTIME_DIR``. The worker, ``python -m mini_magic.worker``, is
 exec'd in a forked child and inherits stdin (its boot line), stdout/stderr and the descriptors the kernel passed. On
 the kernel's death the keeper also removes the kernel's runtime directory (sockets, worker logs). Standard library
 only.
@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
-from . import proctree
+from .. import proctree
 
 POLL = 0.25  # seconds between checks that the kernel still lives
 _REAP_FOR = 5.0  # seconds to wait for killed descendants (one stuck in the kernel's D state must not hang us)

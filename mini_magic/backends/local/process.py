@@ -1,12 +1,13 @@
-"""Local worker processes: spawned fresh (never a fork of the threaded kernel), in their own process session, each
-connected back over an authenticated Unix socket.
+"""The kernel's handle on one local worker process: spawned fresh (never a fork of the threaded kernel), in its own
+process session, connected back over an authenticated Unix socket.
 
-Their own session matters: Jupyter's interrupt signals the kernel's whole process group, and that must reach only
+Its own session matters: Jupyter's interrupt signals the kernel's whole process group, and that must reach only
 the worker running the interrupted cell (the kernel forwards it), never idle workers or background runs.
 
-The kernel's child is each worker's keeper (worker_keeper), whose child is the worker: the keeper ends the worker's
-whole process tree when the kernel dies, whatever the worker's code is doing, and after the worker crashed. Stopping
-a worker here ends its tree too (proctree.kill_tree), so no process a run started outlives it.
+The kernel's child is each worker's keeper (mini_magic/worker/keeper.py), whose child is the worker: the keeper ends
+the worker's whole process tree when the kernel dies, whatever the worker's code is doing, and after the worker
+crashed. Stopping a worker here ends its tree too (proctree.kill_tree), so no process a run started outlives it.
+Standard library and the wire/channel contract only, like the pool.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 
-from .. import proctree
-from ..channel import AuthenticationFailed, Channel, ChannelClosed, authenticate_as_kernel
-from ..scrub import Scrubber
-from ..wire import Event, decode_events
-from .runtime_dir import private_socket_dir  # the pool makes one per kernel (re-exported)
+from ... import proctree
+from ...channel import AuthenticationFailed, Channel, ChannelClosed, authenticate_as_kernel
+from ...scrub import Scrubber
+from ...wire import Event, decode_events
 
 log = logging.getLogger("mini_magic.workers")
 
@@ -73,7 +73,9 @@ class WorkerProfile:
 
 def _worker_pythonpath(environ: dict[str, str]) -> dict[str, str]:
     """Make sure the worker imports this very mini_magic (e.g. a development checkout)."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    package_parent = os.path.abspath(__file__)
+    for _ in range(4):  # mini_magic/backends/local/process.py -> the directory that holds mini_magic
+        package_parent = os.path.dirname(package_parent)
     if "site-packages" in package_parent:
         return environ
     existing = environ.get("PYTHONPATH", "")
@@ -123,7 +125,7 @@ class WorkerProcess:
             listener.listen(4)
             with open(self.log_path, "wb") as log_file:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "mini_magic.worker_keeper", str(os.getpid()), socket_dir],
+                    [sys.executable, "-m", "mini_magic.worker.keeper", str(os.getpid()), socket_dir],
                     stdin=subprocess.PIPE,
                     stdout=out_w,
                     stderr=err_w,

@@ -1,123 +1,31 @@
-"""The default backend: reusable worker processes on this machine, behind a pool with a size limit.
+"""The local worker pool: reusable worker processes, behind a size limit.
 
 A run waits as *queued* while every allowed worker is busy; a worker that may have been dirtied (interrupt, crash,
-timeout, leftover threads) is never reused, and a fresh one is started in the background instead.
+timeout, leftover threads) is never reused, and a fresh one is started in the background instead. Workers are
+reused only for the same :class:`~.process.WorkerProfile` (the environment a process starts with).
+
+The pool serves any run object that has the attributes of :class:`~.backend.LocalRun` (``profile``, ``cwd``,
+``frames``, ``worker``, ``cancel_requested``, ``worker_released``, ``_lock`` and ``deliver``), and starts processes
+through :meth:`WorkerPool._spawn`: tests replace it with a fake factory. Standard library and the wire contract only
+(no IPython, no GPU probing), so that it can serve from inside a worker too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..errors import ThitherUsageError, warn
-from ..local_resources import local_secret, local_volume
-from ..wire import Cancelled, Event, Job, Stderr, Stdout, WorkerExited, encode_job
-from .base import Backend, QueuedRunHandle, RunOptions
-from .workers import WorkerProcess, WorkerProfile, WorkerStartError, private_socket_dir
+from ...wire import Cancelled, Event, Stderr, Stdout, WorkerExited
+from .process import WorkerProcess, WorkerProfile, WorkerStartError
+from .runtime_dir import private_socket_dir
+
+if TYPE_CHECKING:
+    from .backend import LocalRun
 
 log = logging.getLogger("mini_magic.local")
-
-
-@lru_cache(maxsize=1)
-def visible_gpus() -> tuple[tuple[str, str], ...]:
-    """(index, name) of the NVIDIA GPUs this process may use, honouring CUDA_VISIBLE_DEVICES."""
-    if shutil.which("nvidia-smi") is None:
-        return ()
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    gpus = [tuple(part.strip() for part in line.split(",", 1)) for line in out.splitlines() if "," in line]
-    allowed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if allowed is not None:
-        keep = [d.strip() for d in allowed.split(",") if d.strip()]
-        gpus = [g for g in gpus if g[0] in keep]
-    return tuple((i, n) for i, n in gpus)
-
-
-def gpu_count(spec: str) -> int:
-    """``L4`` -> 1, ``A100-80GB:2`` -> 2, ``any`` -> 1."""
-    _, _, count = spec.rpartition(":")
-    if ":" in spec:
-        if not count.isdigit() or int(count) < 1:
-            raise ThitherUsageError(f"--gpu {spec!r}: the count after ':' must be a positive integer, e.g. 'L4:2'")
-        return int(count)
-    return 1
-
-
-def gpu_environment(spec: str | None) -> dict[str, str]:
-    """Environment exposing the requested number of visible GPUs; warns when the request cannot be met here."""
-    if not spec:
-        return {}
-    wanted = gpu_count(spec)
-    kind = spec.rpartition(":")[0] if ":" in spec else spec
-    gpus = visible_gpus()
-    if not gpus:
-        warn(
-            f"--gpu {spec}: no GPU is visible on this machine (nvidia-smi found none), so the local worker runs on "
-            "the CPU. Use a GPU backend (e.g. --backend modal) to get one."
-        )
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    chosen = gpus[:wanted]
-    if len(chosen) < wanted:
-        warn(f"--gpu {spec}: only {len(chosen)} GPU(s) are visible here; using those.")
-    if kind.lower() != "any" and not any(kind.lower() in name.lower() for _, name in chosen):
-        names = ", ".join(name for _, name in chosen)
-        warn(f"--gpu {spec}: the local GPU is {names}, not {kind}; running there anyway.")
-    return {"CUDA_VISIBLE_DEVICES": ",".join(index for index, _ in chosen)}
-
-
-class LocalRun(QueuedRunHandle):
-    def __init__(self, pool: WorkerPool, job: Job, profile: WorkerProfile, cwd: str) -> None:
-        super().__init__()
-        self.run_id = job.header.run_id
-        self.frames = encode_job(job)
-        self.profile = profile
-        self.cwd = cwd
-        self._pool = pool
-        self._lock = threading.Lock()
-        self.worker: WorkerProcess | None = None
-        self.worker_released = False  # the worker went back to the pool: this run may no longer signal it
-        self.cancel_requested = False
-        self.finished = False
-
-    def deliver(self, events: list[Event]) -> None:
-        for event in events:
-            if event.terminal:
-                with self._lock:
-                    if self.finished:
-                        return
-                    self.finished = True
-            self.put(event)
-
-    def cancel(self) -> None:
-        self._stop(WorkerProcess.interrupt)
-
-    def kill(self) -> None:
-        self._stop(WorkerProcess.kill)
-
-    def _stop(self, signal_worker: Callable[[WorkerProcess], None]) -> None:
-        """Signal the worker running this run; a run still waiting for one just leaves the queue. A run that has
-        ended owns no worker any more (it may be serving another run): nothing is signalled."""
-        with self._lock:
-            if self.finished or self.worker_released:
-                return
-            self.cancel_requested = True
-            worker = self.worker
-        if worker is not None:
-            signal_worker(worker)
-        elif self._pool.withdraw(self):
-            self.deliver([Cancelled(seq=0, reason="cancelled while queued")])
 
 
 class WorkerPool:
@@ -310,51 +218,4 @@ class WorkerPool:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-class LocalBackend(Backend):
-    name = "local"
-    description = "worker processes on this machine; no account needed"
-    hither_interval = 0.02
-
-    def __init__(self, *, max_workers: int = 4, prewarm: bool = True) -> None:
-        self.pool = WorkerPool(max_workers, prewarm=prewarm)
-
-    @classmethod
-    def from_config(cls, config: Any, shell: Any = None) -> LocalBackend:
-        return cls(max_workers=config.max_workers, prewarm=config.prewarm)
-
-    def profile(self, options: RunOptions, cwd: str | None = None) -> WorkerProfile:
-        """The worker's whole start-up environment: secrets enter here, in the process environment only."""
-        environ = {**os.environ, **gpu_environment(options.gpu), **options.env}
-        for name, path in options.volumes:
-            environ.update(local_volume(name, path, link=False))
-        secrets: dict[str, str] = {}
-        for name in options.secrets:
-            secrets.update(local_secret(name, cwd or os.getcwd()))
-        return WorkerProfile.from_env({**environ, **secrets}, secret_keys=tuple(secrets))
-
-    def prepare(self, options: RunOptions) -> None:
-        if options.extra.get("detach"):
-            raise ThitherUsageError("--detach needs --backend modal: local workers end with the kernel.")
-        if options.gpu:
-            gpu_count(options.gpu)
-        for name, path in options.volumes:
-            local_volume(name, path)  # creates and links (or warns) once per cell
-        for name in options.secrets:
-            local_secret(name, os.getcwd())  # a missing secret is an error before anything runs
-
-    def secret_keys(self, options: RunOptions, cwd: str) -> tuple[str, ...]:
-        return tuple(key for name in options.secrets for key in local_secret(name, cwd))
-
-    def submit(self, job: Job, options: RunOptions) -> LocalRun:
-        run = LocalRun(self.pool, job, self.profile(options, job.cwd), job.cwd or os.getcwd())
-        self.pool.submit(run)
-        return run
-
-    def prewarm(self, options: RunOptions) -> None:
-        self.pool.prewarm(self.profile(options), os.getcwd())
-
-    def close(self) -> None:
-        self.pool.close()
-
-
-__all__ = ["LocalBackend", "LocalRun", "WorkerPool", "gpu_environment", "visible_gpus"]
+__all__ = ["WorkerPool"]

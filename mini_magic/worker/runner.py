@@ -1,43 +1,41 @@
-"""The remote side of a run, the same code in a local worker process and in a Modal container.
+"""The remote side of a run, the same code in a local worker process and in a Modal container: the Worker runs jobs.
 
 A worker receives Jobs, runs each cell in a fresh namespace holding only its closure, streams events back (output,
 displays, then a Result or an Error) and restores its process state (environment, working directory, ``sys.path``,
-local modules) after every run, so nothing leaks from one run into the next. Standard library and cloudpickle only.
-
-Run as ``python -m mini_magic.worker``: it reads one JSON line ``{"address": ..., "key": ...}`` from stdin, connects
-to the kernel's Unix socket and authenticates before it reads any job.
+local modules) after every run, so nothing leaks from one run into the next. While a job runs, it is the process's
+current run (:mod:`.context`), which hither stubs and tqdm bars find from any thread. How events leave the process
+is the entry point's business (:mod:`.bootstrap`). Standard library and cloudpickle only.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
-import faulthandler
 import importlib
 import inspect
-import json
 import linecache
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 import traceback
 from types import ModuleType, TracebackType
 from typing import Any
 
-from . import library_settings, proctree, wire, worker_hither, worker_tqdm
-from .channel import Channel, ChannelClosed, authenticate_as_worker
-from .placeholder import NOT_SENT
-from .scrub import MIN_LENGTH, Scrubber
-from .worker_inputs import RunInputs
-from .worker_io import EventSender, OutputCapture
-from .worker_modules import ShippedModules, evict_local_modules
-from .worker_shell import WorkerShell
-from .worker_state import InterpreterState
+from .. import library_settings, proctree, wire
+from ..placeholder import NOT_SENT
+from ..scrub import MIN_LENGTH
+from . import context
+from .hither import CallBuffer
+from .inputs import RunInputs
+from .modules import ShippedModules, evict_local_modules
+from .output import EventSender, OutputCapture
+from .shell import WorkerShell
+from .state import InterpreterState
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The whole mini_magic package, not only worker/: a traceback's leading frames in wire or pickler are ours too.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _HIDDEN_NAMES = frozenset({"__builtins__", "get_ipython"})
 
 
@@ -51,7 +49,9 @@ class Worker:
 
     def sync_output(self) -> None:
         """Ship buffered hither calls and captured output before an event that must come after them."""
-        worker_hither.flush_active()
+        run = context.current()
+        if run is not None:
+            run.flush_calls()
         if self.capture is not None:
             self.capture.sync()
 
@@ -89,17 +89,14 @@ class Worker:
                              "it is not.\n")
         calls = None
         if job.hither_interval is not None:
-            calls = worker_hither.CallBuffer(self.sender.emit, job.hither_interval)
+            calls = CallBuffer(self.sender.emit, job.hither_interval)
             calls.scrubber = self.sender.scrubber
-        worker_hither.activate(calls)
-        worker_tqdm.EMIT = self.sender.emit
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            self._run(job, saved, calls)
+            with context.running(context.RunContext(job.header.run_id, self.sender.emit, calls)):
+                self._run(job, saved, calls)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-            worker_hither.activate(None)
-            worker_tqdm.EMIT = None
             self.sync_output()
             if self.capture is not None:
                 self.capture.active = False
@@ -107,7 +104,7 @@ class Worker:
             evict_local_modules(job.modules, job.cwd, saved.modules)
             saved.release()
 
-    def _run(self, job: wire.Job, saved: _ProcessState, calls: worker_hither.CallBuffer | None) -> None:
+    def _run(self, job: wire.Job, saved: _ProcessState, calls: CallBuffer | None) -> None:
         try:
             os.environ.update(job.env)
             if job.cwd and os.path.isdir(job.cwd):
@@ -164,7 +161,7 @@ class Worker:
         return namespace, RunInputs(shipped, sizes, namespace, references=job.return_known)
 
     def _send_result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> None:
-        """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (worker_display)."""
+        """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (display.py)."""
         names, unsendable = _output_names(job, namespace, initial, inputs.changed())
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
         # Functions the cell defined go back to live in the notebook's namespace; unchanged inputs as references.
@@ -286,7 +283,7 @@ def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
 def _output_names(job: wire.Job, namespace: dict[str, Any], initial: dict[str, Any],
                   changed: list[str]) -> tuple[list[str], dict[str, str]]:
     """Which names go back: ``--out`` exactly, or what the analysis found, whatever the run (re)bound, and the
-    inputs it changed in place (``changed``, see worker_inputs) while the name still holds them."""
+    inputs it changed in place (``changed``, see inputs.py) while the name still holds them."""
     unsendable: dict[str, str] = {}
     if job.outputs is not None:
         names = [n for n in job.outputs if n in namespace]
@@ -354,61 +351,3 @@ class _ProcessState:
         namespace, self.namespace = self.namespace, None
         if namespace is not None and not any(t.is_alive() for t in threading.enumerate() if t not in self.threads):
             namespace.clear()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the parent (the keeper, see worker_keeper) goes away, even while a cell is busy (the socket EOF is
-    only seen between jobs).
-
-    A fallback: on Linux the keeper set a parent-death signal, which also works while a cell holds the GIL, and the
-    keeper itself watches the kernel. Polling because a process started by some other, threaded parent cannot rely
-    on PR_SET_PDEATHSIG (it fires when the parent *thread* exits).
-    """
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent_pid:
-            os._exit(0)
-
-
-def main() -> int:
-    boot = json.loads(sys.stdin.readline())
-    parent_pid = os.getppid()
-    # Orphans of whatever a cell starts come to us, not to init: recycling the worker then ends them (proctree).
-    proctree.become_subreaper()
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="mini-magic-watchdog", daemon=True).start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a running cell is interruptible
-    # fd 2 is the captured stderr: a native crash's Python stack (faulthandler) then reaches the cell.
-    log_fd = boot.get("log_fd", 2)
-    faulthandler.enable(file=2, all_threads=True)
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(boot["address"])
-    authenticate_as_worker(sock, bytes.fromhex(boot["key"]))
-    sock.settimeout(None)
-    channel = Channel(sock)
-    # The values of the secrets this worker was started with are scrubbed from all it sends and logs, for its life.
-    scrubber = Scrubber.from_environ(boot.get("secret_keys", ()))
-    sender = EventSender(lambda events: channel.send_frames(wire.encode_events(events)), scrubber)
-    read_fds = boot.get("capture_fds")
-    capture = OutputCapture(sender, log_fd, tuple(read_fds) if read_fds else None)
-
-    from . import worker_display
-
-    worker = Worker(sender, capture)
-    worker.display = worker_display.install(sender.emit, worker.sync_output)
-    worker_tqdm.install()
-    while True:
-        try:
-            frames = channel.recv_frames()
-        except ChannelClosed:
-            return 0
-        control = wire.read_control(frames[0])
-        if control["type"] == "shutdown":
-            return 0
-        if control["type"] == "job":
-            worker.handle(frames)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

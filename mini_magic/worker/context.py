@@ -1,0 +1,77 @@
+"""The run a worker is executing now: the one object the code of a cell reaches for worker services.
+
+Hither stubs (:mod:`.hither`) and mirrored tqdm bars (:mod:`.tqdm_mirror`) are called from the cell's code, from any
+thread the cell starts: ``threading.Thread``, a ``concurrent.futures`` executor, a library's own pool. A
+``contextvars.ContextVar`` would not do: a new thread starts with an empty context, so a stub called there would
+find no run. A worker runs one job at a time, so the current run is process-wide: the runner sets it when a job
+starts (:func:`running`) and clears it when the job ends, and every thread sees the same one.
+
+Code that finds no run (a thread the cell left running after its run ended, a stub that came back to the kernel and
+is called there) is told so once, on stderr, by :func:`report_outside_run`, instead of losing its call in silence.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hither import CallBuffer
+
+
+class RunContext:
+    """What one run shares with the code it runs: where its events go and where its hither calls are buffered.
+
+    ``calls`` is None when the job references no hither object (its stubs then have nowhere to go)."""
+
+    def __init__(self, run_id: str, emit: Callable[..., None], calls: CallBuffer | None = None) -> None:
+        self.run_id = run_id
+        self.emit = emit
+        self.calls = calls
+
+    def flush_calls(self) -> None:
+        """Ship the hither calls buffered so far, before an event that must come after them."""
+        if self.calls is not None:
+            self.calls.flush()
+
+
+_current: RunContext | None = None
+_reported: set[str] = set()
+_reported_lock = threading.Lock()
+
+
+def current() -> RunContext | None:
+    """The run in progress in this process, from any thread; None between runs (and in the kernel)."""
+    return _current
+
+
+@contextmanager
+def running(context: RunContext) -> Iterator[RunContext]:
+    """Make ``context`` the current run for the duration of the block (one run at a time per process)."""
+    global _current
+    if _current is not None:
+        raise RuntimeError(f"run {context.run_id} started while run {_current.run_id} is still current")
+    _current = context
+    try:
+        yield context
+    finally:
+        _current = None
+
+
+def report_outside_run(key: str, message: str, *, stream: Any = None) -> None:
+    """Say once per ``key`` (a stub, a bar) on stderr that something was dropped because no run is current.
+
+    In a worker, stderr between runs is the worker's log (the cell's capture is off); in the kernel it is the
+    notebook's stderr."""
+    with _reported_lock:
+        if key in _reported:
+            return
+        _reported.add(key)
+    try:
+        (stream or sys.stderr).write(f"mini_magic: {message}\n")
+    except (OSError, ValueError):
+        pass  # a closed stderr must not break the caller
