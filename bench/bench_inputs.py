@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 
-from mini_magic.backends.base import RunOptions
+from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
-from mini_magic.execution import CellContext, run_cell
+from mini_magic.jobs import CellContext
+from mini_magic.session import run_cell
 from mini_magic.runs import RunRegistry
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -12,8 +12,9 @@ import mini_magic
 fake = FakeModal(container_packages=[os.path.dirname(mini_magic.__file__)]).start()
 os.environ.update(fake.client_env()); _reset_modal_client()
 from mini_magic.backends.modal import ModalBackend
-from mini_magic.backends.base import RunOptions
-from mini_magic.execution import run_cell, CellContext
+from mini_magic.options import RunOptions
+from mini_magic.jobs import CellContext
+from mini_magic.session import run_cell
 from mini_magic.runs import RunRegistry
 from mini_magic import hither
 got = []

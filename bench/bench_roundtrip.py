@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 
-from mini_magic.backends.base import RunOptions
+from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
-from mini_magic.execution import CellContext, run_cell
+from mini_magic.jobs import CellContext
+from mini_magic.session import run_cell
 from mini_magic.runs import RunRegistry
 
 

@@ -13,72 +13,17 @@ import threading
 import time
 from typing import Any
 
-from .errors import RunCancelled
-from .execution import ActiveRun, CellContext, OutputSink, abandon, drain, end_run, request_cancel, start_run
-from .errors import explain_interrupt, explain_missing_name
-from .extension import NotebookSink
+from .errors import RunCancelled, explain_interrupt, explain_missing_name
 from .interrupts import InterruptGate
+from .jobs import CellContext, JobSpec, build_job
 from .outcome import Outcome, assign
-from .routing import ROUTE, append_display, append_stream, install
+from .routing import ROUTE, install
 from .runs import RegistryClosed, RunRecord, RunState
+from .session import ActiveRun, abandon, drain, end_run, prepare_job, request_cancel, start_run
+from .sinks import OutputSink, PanelSink, TerminalSink
 from .ui import RunPanel, describe
 
 _TICK = 0.5
-
-
-class PanelSink:
-    """Writes a background run's remote output into its panel's Output widget (thread-safe trait updates)."""
-
-    def __init__(self, output: Any, shell: Any) -> None:
-        self.output = output
-        self.shell = shell
-        self._display_index: dict[str, int] = {}
-
-    def stdout(self, text: str) -> None:
-        append_stream(self.output, "stdout", text)
-
-    def stderr(self, text: str) -> None:
-        append_stream(self.output, "stderr", text)
-
-    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
-        if update and display_id in self._display_index:
-            outputs = list(self.output.outputs)
-            outputs[self._display_index[display_id]] = {"output_type": "display_data", "data": data,
-                                                        "metadata": metadata}
-            self.output.outputs = tuple(outputs)
-            return
-        if display_id:
-            self._display_index[display_id] = len(self.output.outputs)
-        append_display(self.output, data, metadata)
-
-    def clear_output(self, wait: bool) -> None:
-        self.output.outputs = ()
-        self._display_index.clear()
-
-    def show_value(self, value: Any, data: dict[str, Any] | None = None,
-                   metadata: dict[str, Any] | None = None) -> None:
-        """As the worker formatted it (``data``), else as this kernel formats it."""
-        if data is None:
-            data, metadata = self.shell.display_formatter.format(value)
-        append_display(self.output, data, metadata)
-
-    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        append_display(self.output, data, metadata)
-
-    def flush(self) -> None:
-        pass
-
-
-class TerminalSink(NotebookSink):
-    """A background run's output in a terminal IPython (no widgets): written to the terminal as it arrives, as a
-    shell job's is. Its trailing value is shown as a display, never through the displayhook (no ``Out[n]``: the
-    prompt has moved on)."""
-
-    def show_value(self, value: Any, data: dict[str, Any] | None = None,
-                   metadata: dict[str, Any] | None = None) -> None:
-        if data is None:
-            data, metadata = self.shell.display_formatter.format(value)
-        self.show_bundle(data, metadata)
 
 
 class Run:
@@ -212,13 +157,15 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
     run: Run | None = None
     try:
         with InterruptGate() as gate:
+            spec = prepare_job(lambda secret_keys: build_job(source, namespace, options, context, secret_keys),
+                               options, backend=backend, cwd=context.cwd, gate=gate)
             if not context.widgets:
-                active = start_run(source, namespace, options, backend=backend, registry=registry,
-                                   sink=TerminalSink(shell), context=context, gate=gate)
+                active = start_run(spec, options, backend=backend, registry=registry, sink=TerminalSink(shell),
+                                   context=context)
                 run = Run(active, None, namespace, name, grace)
             else:
-                run = _start_with_panel(source, namespace, options, shell=shell, backend=backend,
-                                        registry=registry, context=context, name=name, grace=grace, gate=gate)
+                run = _start_with_panel(spec, options, shell=shell, backend=backend, registry=registry,
+                                        context=context, name=name, grace=grace)
             if gate.held:
                 run.cancel()
     except KeyboardInterrupt as exc:
@@ -228,9 +175,8 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
     return run
 
 
-def _start_with_panel(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
-                      registry: Any, context: CellContext, name: str | None, grace: float,
-                      gate: InterruptGate) -> Run:
+def _start_with_panel(spec: JobSpec, options: Any, *, shell: Any, backend: Any, registry: Any, context: CellContext,
+                      name: str | None, grace: float) -> Run:
     import ipywidgets
 
     install(shell)
@@ -241,8 +187,7 @@ def _start_with_panel(source: str, namespace: dict[str, Any], options: Any, *, s
     def attach(bar: Any) -> None:
         holder["panel"].attach(bar)
 
-    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink, context=context,
-                       attach=attach, gate=gate)
+    active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context, attach=attach)
     try:
         panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=True,
                          output=output)
@@ -251,4 +196,4 @@ def _start_with_panel(source: str, namespace: dict[str, Any], options: Any, *, s
     except BaseException as exc:
         abandon(active, exc)
         raise
-    return Run(active, panel, namespace, name, grace)
+    return Run(active, panel, spec.namespace, name, grace)

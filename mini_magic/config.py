@@ -11,7 +11,7 @@ import os
 from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import Configurable
 
-DEFAULT_TIMEOUT = 24 * 3600.0
+from .options import DEFAULT_TIMEOUT
 
 
 class Thither(Configurable):

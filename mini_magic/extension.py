@@ -4,78 +4,18 @@ from __future__ import annotations
 
 import atexit
 import logging
-import sys
 from typing import Any
 
 from . import library_settings
+from ._ipykernel import wrap_kernel_shutdown
 from .backends import Backend, backend_classes
-from .backends.base import RunOptions
 from .config import Thither
 from .errors import restore_warnings, show_warnings_plainly
+from .options import RunOptions
 from .runs import RunRegistry
+from .sinks import NotebookSink
 
 log = logging.getLogger("mini_magic")
-
-
-class NotebookSink:
-    """Writes a run's output into the cell that is executing, as if the cell had produced it."""
-
-    def __init__(self, shell: Any) -> None:
-        self.shell = shell
-        self._unflushed = False
-
-    def stdout(self, text: str) -> None:
-        sys.stdout.write(text)
-        self._unflushed = True
-
-    def stderr(self, text: str) -> None:
-        sys.stderr.write(text)
-        self._unflushed = True
-
-    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
-        transient = {"display_id": display_id} if display_id else None
-        self.shell.display_pub.publish(data=data, metadata=metadata, transient=transient, update=update)
-
-    def clear_output(self, wait: bool) -> None:
-        from IPython.display import clear_output
-
-        clear_output(wait=wait)
-
-    def show_value(self, value: Any, data: dict[str, Any] | None = None,
-                   metadata: dict[str, Any] | None = None) -> None:
-        """The cell's result: ``Out[n]``, ``_``, ``__``, ``___`` hold ``value``; what shows is ``data`` when given.
-
-        ``data`` is the bundle the worker formatted (its printoptions, pandas options and rcParams applied, as they
-        apply to its ``print``). It goes through the displayhook's own steps (those of ``DisplayHook.__call__``,
-        the same in IPython 8.12 and 9), with the worker's bundle in place of the kernel's formatting, so the
-        execute_result message, the prompt number, the output cache and the history are the kernel's own.
-        """
-        hook = self.shell.displayhook
-        if data is None:
-            hook(value)
-            return
-        hook.check_for_underscore()
-        if value is None or hook.quiet():
-            return
-        hook.start_displayhook()
-        hook.write_output_prompt()
-        hook.update_user_ns(value)
-        hook.fill_exec_result(value)
-        if data:
-            hook.write_format_data(data, metadata or {})
-            hook.log_output(data)
-        hook.finish_displayhook()
-
-    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        """A trailing value that could not travel: only its display (no ``Out[n]`` to hold it)."""
-        self.shell.display_pub.publish(data=data, metadata=metadata or {})
-
-    def flush(self) -> None:
-        # ipykernel's flush waits for its IO thread; skip it when this run wrote nothing.
-        if self._unflushed:
-            self._unflushed = False
-            sys.stdout.flush()
-            sys.stderr.flush()
 
 
 class ExtensionState:
@@ -148,22 +88,16 @@ def _close_on_kernel_shutdown(shell: Any, state: ExtensionState) -> None:
     """Stop backends when the kernel is asked to shut down, while the process still works normally.
 
     atexit is too late for network clients: by then Python's thread pools refuse new work, so a Modal App could not
-    be stopped. ipykernel has no shutdown hook, so its ``do_shutdown`` is wrapped (on this kernel instance only).
+    be stopped. ipykernel has no shutdown hook (see mini_magic._ipykernel.wrap_kernel_shutdown).
     """
-    kernel = getattr(shell, "kernel", None)
-    original = getattr(kernel, "do_shutdown", None)
-    if kernel is None or original is None:
-        return
 
-    def do_shutdown(restart: bool) -> Any:
+    def close(restart: bool) -> None:
         try:
             state.close("restarted" if restart else "shut down")
         except Exception:  # noqa: BLE001 - shutting down must go on
             log.exception("closing mini_magic at kernel shutdown failed")
-        return original(restart)
 
-    kernel.do_shutdown = do_shutdown
-    state.restore_shutdown = lambda: vars(kernel).pop("do_shutdown", None)
+    state.restore_shutdown = wrap_kernel_shutdown(getattr(shell, "kernel", None), close)
 
 
 def unload(shell: Any) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import figure_formats, library_settings, module_return, wire
-from .backends.base import RunOptions
+from .options import RunOptions
 from .errors import RemoteError, RunCancelled, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
 

@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import Any
 
+from ._ipykernel import unwrap_display_publisher, wrap_display_publisher
+
 ROUTE: contextvars.ContextVar[Any] = contextvars.ContextVar("mini_magic_output_route", default=None)
 
 _installed_lock = threading.Lock()
@@ -66,9 +68,8 @@ def install(shell: Any) -> None:
         _installed["stdout"], _installed["stderr"] = sys.stdout, sys.stderr
         sys.stdout = _RoutedStream(sys.stdout, "stdout")  # type: ignore[assignment]
         sys.stderr = _RoutedStream(sys.stderr, "stderr")  # type: ignore[assignment]
-        publisher = shell.display_pub
-        original_publish, original_clear = publisher.publish, publisher.clear_output
-        _installed["publisher"] = (publisher,)
+        original_publish: Any = None
+        original_clear: Any = None
 
         def publish(data: dict[str, Any], metadata: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> Any:
             target = ROUTE.get()
@@ -84,8 +85,8 @@ def install(shell: Any) -> None:
             target.outputs = ()
             return None
 
-        publisher.publish = publish
-        publisher.clear_output = clear_output
+        original_publish, original_clear = wrap_display_publisher(shell, publish, clear_output)
+        _installed["publisher"] = (shell.display_pub,)
 
 
 def uninstall() -> None:
@@ -96,7 +97,5 @@ def uninstall() -> None:
             sys.stdout = _installed["stdout"]
         if isinstance(sys.stderr, _RoutedStream):
             sys.stderr = _installed["stderr"]
-        publisher = _installed["publisher"][0]
-        for name in ("publish", "clear_output"):  # drop the instance attributes: the class methods show again
-            publisher.__dict__.pop(name, None)
+        unwrap_display_publisher(_installed["publisher"][0])
         _installed.clear()

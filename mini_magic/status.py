@@ -24,9 +24,9 @@ from typing import Any
 
 import comm as comm_package  # ipykernel's dependency: always there where a kernel is
 
-from .execution import request_cancel
+from ._ipykernel import handle_comm_messages_where_they_arrive, mark_comm_closed
 from .runs import RunRecord, RunRegistry
-from .ui import handle_messages_where_they_arrive
+from .session import request_cancel
 
 log = logging.getLogger("mini_magic.status")
 
@@ -84,7 +84,7 @@ class StatusChannel:
             log.debug("announcing the mini_magic status comm failed", exc_info=True)
 
     def _keep(self, comm: Any) -> None:
-        handle_messages_where_they_arrive(comm)
+        handle_comm_messages_where_they_arrive(comm)
         comm.on_msg(lambda msg: self._on_message(comm, msg))
         comm.on_close(lambda msg: self._forget(comm))
         with self._lock:
@@ -134,7 +134,7 @@ class StatusChannel:
         if comm is None:
             return
         self._forget(comm)
-        comm._closed = True
+        mark_comm_closed(comm)
         manager = _comm_manager()
         try:
             if manager is not None:

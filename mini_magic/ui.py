@@ -16,6 +16,7 @@ import html
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._ipykernel import handle_comm_messages_where_they_arrive
 from .routing import ROUTE
 from .runs import RunRecord, RunState
 
@@ -92,18 +93,6 @@ def describe(record: RunRecord) -> str:
     if record.error and record.state.terminal:
         parts.append(record.error[:160])
     return " · ".join(parts)
-
-
-def handle_messages_where_they_arrive(comm: Any) -> None:
-    """Let a comm's incoming messages be handled on the kernel subshell they arrive on.
-
-    ipykernel ≥ 7.4 routes a comm's incoming messages to the shell that last *published* on it, so that replies
-    reach the thread waiting for them. For a comm the running cell publishes on (its panel's Cancel button, the
-    status comm) that is the busy main shell, and a Cancel JupyterLab sends over a subshell would wait until the
-    cell ends — too late. Overriding that (private) routing hook on this one comm restores delivery by subshell;
-    ipykernel versions without the hook never call it, and nothing changes there.
-    """
-    comm._reply_subshell_for = lambda data, default: default
 
 
 class TextView:
@@ -188,7 +177,7 @@ class RunPanel:
 
         self.cancel_button.on_click(clicked)
         if getattr(self.cancel_button, "comm", None) is not None:
-            handle_messages_where_they_arrive(self.cancel_button.comm)
+            handle_comm_messages_where_they_arrive(self.cancel_button.comm)
         self.bars = widgets.VBox()
         self._bars: list[Any] = []  # the tqdm bars shown in self.bars
         self.output = (output or widgets.Output()) if background else None

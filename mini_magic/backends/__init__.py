@@ -6,7 +6,8 @@ import importlib
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from .base import Backend, RunHandle, RunOptions
+from ..options import RunOptions
+from .base import Backend, RunHandle
 
 __all__ = ["Backend", "RunHandle", "RunOptions", "backend_classes"]
 

@@ -7,34 +7,16 @@ registering it under the ``mini_magic.backends`` entry-point group); nothing els
 
 from __future__ import annotations
 
-import argparse
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..options import RunOptions
 from ..wire import Event, Job
 
-
-@dataclass(frozen=True)
-class RunOptions:
-    """A cell's options after precedence (flag > %config > environment > default) has been applied."""
-
-    backend: str
-    gpu: str | None = None
-    timeout: float = 0.0  # seconds; 0 means no limit
-    out: tuple[str, ...] | None = None
-    inputs: tuple[str, ...] = ()  # --in: names captured besides those the analysis finds
-    env: dict[str, str] = field(default_factory=dict)
-    volumes: tuple[tuple[str, str], ...] = ()  # (volume name, mount path)
-    secrets: tuple[str, ...] = ()  # secret names; their values never enter the Job, the run store or a pickle
-    extra: dict[str, Any] = field(default_factory=dict)  # the backend's own options, by argparse dest
-
-    def profile(self) -> dict[str, Any]:
-        """What the run registry records: resources and names, never environment or secret values."""
-        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env),
-                "volumes": [list(v) for v in self.volumes], "secrets": list(self.secrets), **self.extra}
+if TYPE_CHECKING:
+    from .._ipykernel import ArgumentGroup
 
 
 def volume_variable(name: str) -> str:
@@ -111,7 +93,7 @@ class Backend(ABC):
         return cls()
 
     @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+    def add_arguments(cls, group: ArgumentGroup) -> None:
         """Declare this backend's own ``%%thither`` options (shown in ``%%thither?``)."""
 
     def prepare(self, options: RunOptions) -> None:

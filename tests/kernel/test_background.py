@@ -363,15 +363,15 @@ def test_interrupting_a_foreground_cell_leaves_background_runs_alone(live_kernel
 
 CANCELLER = cell("""
     import threading, time
-    import mini_magic.execution as execution
+    import mini_magic.session as session
     cancel_log = []
 
     def _cancel_first_active_run():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if execution._ACTIVE:
-                run_id = next(iter(execution._ACTIVE))
-                cancel_log.append([run_id, execution.request_cancel(run_id)])
+            if session._ACTIVE:
+                run_id = next(iter(session._ACTIVE))
+                cancel_log.append([run_id, session.request_cancel(run_id)])
                 return
             time.sleep(0.01)
 

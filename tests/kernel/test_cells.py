@@ -706,6 +706,22 @@ def test_timeout_must_be_a_finite_number(run_notebook):
     assert ok(cells[5]) == "no runs recorded yet\n"  # refused before anything was recorded
 
 
+def test_a_flag_of_another_backend_is_refused_naming_that_backend(run_notebook):
+    # --pip, --cpu and --image are the modal backend's: on the local backend they used to be accepted and ignored.
+    cells = run_notebook([
+        "x = 1\nbefore = {k for k in globals() if not k.startswith('_')}",
+        "%%thither --backend local --pip torch --cpu 8 --image img\nx = 2\ny = 3\nprint('ran')",
+        "print(x, {k for k in globals() if not k.startswith('_')} - before)",
+        "%thither runs",
+    ])
+    ename, message = usage_error(cells[1])
+    assert ename in ("UsageError", "ThitherUsageError")
+    assert "--pip" in message and "'modal'" in message and "'local'" in message, message
+    assert cells[1].stdout == ""
+    assert ok(cells[2]) == "1 set()\n"  # the namespace is unchanged
+    assert ok(cells[3]) == "no runs recorded yet\n"  # refused before anything was recorded
+
+
 def test_unload_and_reload_extension(run_notebook):
     cells = run_notebook([
         "%unload_ext mini_magic",

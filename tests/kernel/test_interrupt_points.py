@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 import mini_magic
-from mini_magic import execution
-from mini_magic.backends.base import RunOptions
+from mini_magic import session
+from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
-from mini_magic.execution import CellContext, run_cell
+from mini_magic.jobs import CellContext
+from mini_magic.session import run_cell
 from mini_magic.runs import RunRegistry, RunState
 
 pytestmark = pytest.mark.slow
@@ -115,7 +116,7 @@ def test_an_interrupt_at_any_line_of_the_run_path_leaves_nothing_behind(tmp_path
             state = record.state if record is not None else None
             context = f"SIGINT at line {at} of {total_lines}: {state}, error {error!r}"
             assert signal.getsignal(signal.SIGINT) is previous_handler, context
-            assert execution._ACTIVE == {}, context
+            assert session._ACTIVE == {}, context
             assert all(r.state.terminal for r in registry.recent(10_000)), context
             assigned = "y" in namespace, "total" in namespace
             assert assigned in ((True, True), (False, False)), f"half assigned: {context}"

@@ -1,66 +1,35 @@
-"""Kernel side of one run: analyse the cell, build the Job, submit it, drain its events, then assign or raise.
+"""Kernel side of one run, whatever the job: start it, drain its events, dispatch them, end it.
 
-Testable without IPython: output goes to an :class:`OutputSink`, results into a plain dict namespace. A foreground
-cell drains on the calling thread (the kernel's main thread), so ``display()`` and hither callbacks land in the
+The session takes a built job (a :class:`mini_magic.jobs.JobSpec`) and never looks at where it came from, so a cell
+and any other kind of job share start, drain, dispatch, end, cancel, progress and registry code. Testable without
+IPython: output goes to an :class:`mini_magic.sinks.OutputSink`, results into a plain dict namespace. A foreground
+run drains on the calling thread (the kernel's main thread), so ``display()`` and hither callbacks land in the
 running cell and a kernel interrupt arrives here as KeyboardInterrupt, which is forwarded to this run's worker only.
 Background runs (see background.py) use the same pieces on a drainer thread.
 """
 
 from __future__ import annotations
 
-import ast
-import io
-import os
 import threading
 import time
-import tokenize
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from . import library_settings, wire
-from .backends.base import Backend, RunHandle, RunOptions
-from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
-from .closure import StarImportError, analyze_cell
-from .errors import ThitherUsageError, explain_interrupt, explain_missing_name, warn
+from . import wire
+from .backends.base import Backend, RunHandle
 from .callbacks import HitherSession
+from .errors import explain_interrupt, explain_missing_name, warn
 from .interrupts import InterruptGate
+from .jobs import CellContext, JobSpec, build_job
+from .options import RunOptions
 from .outcome import Outcome, assign, interpret
-from .placeholder import NOT_SENT
 from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
+from .sinks import OutputSink
 
 PANEL_DELAY = 0.5  # a foreground run shows its panel only once it has run this long
-
-
-class OutputSink(Protocol):
-    """Where a run's output goes (the notebook cell, a background run's panel, or a test's list)."""
-
-    def stdout(self, text: str) -> None: ...
-    def stderr(self, text: str) -> None: ...
-    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None: ...
-    def clear_output(self, wait: bool) -> None: ...
-    def show_value(self, value: Any, data: dict[str, Any] | None = None,
-                   metadata: dict[str, Any] | None = None) -> None: ...
-    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None: ...
-    def flush(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class CellContext:
-    """Where the cell comes from: recorded with the run so the UI can find the cell again."""
-
-    cell_id: str | None = None
-    msg_id: str | None = None
-    execution_count: int | None = None
-    cwd: str = field(default_factory=os.getcwd)
-    first_line: int = 2  # the body of a %%thither cell starts on the cell's second line
-    label: str | None = None
-    hither_interval: float = 0.02  # the backend's batching interval for hither calls
-    background: bool = False  # a --bg run: never the kernel's foreground cell, so never stopped by an interrupt
-    widgets: bool = True  # False in a terminal IPython (no kernel): no panel, text progress bars
 
 
 @dataclass
@@ -122,69 +91,25 @@ def request_cancel(run_id: str) -> bool:
     return True
 
 
-def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext,
-              secret_keys: tuple[str, ...] = ()) -> tuple[wire.Job, dict[str, Any], dict[str, Any]]:
-    """Check and pack everything before anything runs (errors leave the namespace untouched). Also returns the
-    hither objects the closure references, by reference id, and every value sent, by name (results may refer
-    back to them: see mini_magic.worker_inputs)."""
-    offset = context.first_line - 1
-    try:
-        analysis = analyze_cell(source)
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        if exc.lineno is not None:
-            exc.lineno += offset
-        if context.execution_count is not None:  # named like the cell's code in tracebacks, not <unknown>
-            exc.filename = f"<thither In[{context.execution_count}]>"
-        raise
-    except StarImportError as exc:
-        raise ThitherUsageError(f"%%thither: {exc}") from None
-    if analysis.magics:
-        uses = ", ".join(f"%{'%' if m.kind == 'cell' else ''}{m.name} (line {m.lineno + offset})" for m in analysis.magics)
-        raise ThitherUsageError(
-            f"%%thither: IPython magics cannot run in the worker: {uses}. Only !shell commands work inside a "
-            "%%thither cell; run the magic in a normal cell."
-        )
-    values = closure_values(analysis, namespace, options.inputs, returned=options.out)
-    packed = pack_closure(values, namespace)
-    run_id = uuid.uuid4().hex[:12]
-    count = context.execution_count
-    job = wire.Job(
-        header=wire.JobHeader(run_id=run_id),
-        source=source,
-        filename=f"<thither In[{count}]>" if count is not None else f"<thither {run_id}>",
-        first_line=context.first_line,
-        closure=packed.values,
-        modules=local_module_sources(packed.modules | imported_modules(tree), context.cwd),
-        outputs=options.out,
-        candidates=tuple(n for n in (*analysis.writes, *analysis.mutated) if values.get(n) is not NOT_SENT),
-        deleted=analysis.deleted,
-        env=dict(options.env),
-        cwd=context.cwd,
-        linecache=notebook_sources(values.values()),
-        display_trailing=analysis.trailing_expression and not ends_with_semicolon(source),
-        hither_interval=context.hither_interval if packed.hithers else None,
-        secret_keys=secret_keys,
-        return_known=not options.extra.get("detach"),  # another kernel may read a detached run's result
-        settings=library_settings.capture(),
-    )
-    return job, packed.hithers, packed.sent
+def prepare_job(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend, cwd: str,
+                gate: InterruptGate) -> JobSpec:
+    """Validate the options with the backend, then build the job (``build`` gets the backend's secret keys).
 
-
-def ends_with_semicolon(source: str) -> bool:
-    """IPython's rule: a trailing ``;`` (comments aside) suppresses the display of the last expression."""
+    Building has no side effect, so ``gate`` (held closed by the caller) lets an interrupt stop it; from the record's
+    creation on (:func:`start_run`) the run exists, and only its drain may turn an interrupt into a cancel.
+    """
+    backend.prepare(options)
+    gate.open()
     try:
-        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-                  if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER,
-                                    tokenize.INDENT, tokenize.DEDENT)]
-    except (tokenize.TokenError, SyntaxError):
-        return False
-    return bool(tokens) and tokens[-1].string == ";"
+        return build(backend.secret_keys(options, cwd))
+    except KeyboardInterrupt as exc:
+        raise explain_interrupt(exc, "interrupted while the cell was being prepared; nothing ran.") from None
+    finally:
+        gate.close()
 
 
 def start_run(
-    source: str,
-    namespace: dict[str, Any],
+    spec: JobSpec,
     options: RunOptions,
     *,
     backend: Backend,
@@ -192,27 +117,13 @@ def start_run(
     sink: OutputSink,
     context: CellContext,
     attach: Callable[[Any], None] | None = None,
-    gate: InterruptGate | None = None,
 ) -> ActiveRun:
-    """Build, record, enter the run's hither context managers, and submit. Returns at once.
-
-    Building the job has no side effect, so ``gate`` (held closed by the caller) lets an interrupt stop it; from the
-    record's creation on the run exists, and only its drain may turn an interrupt into a cancel.
-    """
-    backend.prepare(options)
-    gate = gate or InterruptGate()
-    gate.open()
-    try:
-        job, hither_refs, sent = build_job(source, namespace, options, context,
-                                           backend.secret_keys(options, context.cwd))
-    except KeyboardInterrupt as exc:
-        raise explain_interrupt(exc, "interrupted while the cell was being prepared; nothing ran.") from None
-    finally:
-        gate.close()
+    """Record the built job, enter its hither context managers, and submit it. Returns at once."""
+    job = spec.job
     record = registry.create(backend=options.backend, profile=options.profile(), cell_id=context.cell_id,
                              msg_id=context.msg_id, label=context.label, run_id=job.header.run_id,
                              background=context.background, execution_count=context.execution_count)
-    hithers = HitherSession(hither_refs, report=sink.stderr)
+    hithers = HitherSession(spec.hithers, report=sink.stderr)
     handle: RunHandle | None = None
     try:
         hithers.enter()
@@ -220,7 +131,7 @@ def start_run(
         if handle.remote_id:
             registry.update(record.run_id, remote_id=handle.remote_id)
         active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
-                           ProgressMirror(attach, widgets=context.widgets), namespace, sent)
+                           ProgressMirror(attach, widgets=context.widgets), spec.namespace, spec.sent)
     except BaseException as exc:
         if handle is not None:
             handle.kill()
@@ -331,8 +242,30 @@ def end_run(active: ActiveRun, terminal: wire.Event, reason: str | None) -> Outc
             active.sink.stderr(summary)
     finally:
         _ACTIVE.pop(active.run_id, None)
-        active.registry.finish(active.run_id, outcome.state, error=outcome.summary, outputs=list(outcome.values))
+        _record_end(active.registry, active.run_id, outcome)
     return outcome
+
+
+def wait_detached(handle: RunHandle, record: RunRecord, registry: RunRegistry) -> Outcome:
+    """The ending of a detached run this kernel follows again (``%thither attach``; maybe started by an earlier
+    kernel): wait for its terminal event and record it as :func:`end_run` does. Its live output is not replayed, and
+    a kernel interrupt stops the waiting, never the run. A record that already holds its ending keeps it and only
+    gains the names the run returned."""
+    terminal = None
+    while terminal is None:
+        terminal = next((e for e in handle.next_events(0.5) if e.terminal), None)
+    outcome = interpret(terminal, None, RunOptions(backend=record.backend))
+    if record.state.terminal:
+        registry.update(record.run_id, outputs=list(outcome.values))
+        return outcome
+    if record.state is RunState.QUEUED:
+        registry.start(record.run_id)
+    _record_end(registry, record.run_id, outcome)
+    return outcome
+
+
+def _record_end(registry: RunRegistry, run_id: str, outcome: Outcome) -> None:
+    registry.finish(run_id, outcome.state, error=outcome.summary, outputs=list(outcome.values))
 
 
 def abandon(active: ActiveRun, exc: BaseException) -> None:
@@ -356,7 +289,24 @@ def run_cell(
     interrupt_grace: float = 1.0,
     show_panel: bool = True,
 ) -> RunOutcome:
-    """Run one transformed cell body remotely (foreground) and apply its results to ``namespace`` on success.
+    """Run one transformed cell body remotely (foreground) and apply its results to ``namespace`` on success."""
+    return run_foreground(lambda secret_keys: build_job(source, namespace, options, context, secret_keys), options,
+                          backend=backend, registry=registry, sink=sink, context=context,
+                          interrupt_grace=interrupt_grace, show_panel=show_panel)
+
+
+def run_foreground(
+    build: Callable[[tuple[str, ...]], JobSpec],
+    options: RunOptions,
+    *,
+    backend: Backend,
+    registry: RunRegistry,
+    sink: OutputSink,
+    context: CellContext,
+    interrupt_grace: float = 1.0,
+    show_panel: bool = True,
+) -> RunOutcome:
+    """Build the job (see :func:`prepare_job`), run it, and apply its results to its namespace on success.
 
     From the run's creation to the assignment of its results, interrupts are held except where the drain can turn
     them into a cancel (see mini_magic.interrupts): whenever the interrupt lands, no worker is left waiting, no record
@@ -366,7 +316,7 @@ def run_cell(
     result: RunOutcome | None = None
     try:
         with InterruptGate() as gate:
-            result = _run_foreground(source, namespace, options, backend=backend, registry=registry, sink=sink,
+            result = _run_foreground(build, options, backend=backend, registry=registry, sink=sink,
                                      context=context, interrupt_grace=interrupt_grace, show_panel=show_panel,
                                      gate=gate)
     except KeyboardInterrupt as exc:
@@ -377,11 +327,12 @@ def run_cell(
     return result
 
 
-def _run_foreground(source: str, namespace: dict[str, Any], options: RunOptions, *, backend: Backend,
+def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend,
                     registry: RunRegistry, sink: OutputSink, context: CellContext, interrupt_grace: float,
                     show_panel: bool, gate: InterruptGate) -> RunOutcome:
-    active = start_run(source, namespace, options, backend=backend, registry=registry, sink=sink,
-                       context=context, gate=gate)
+    spec = prepare_job(build, options, backend=backend, cwd=context.cwd, gate=gate)
+    active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context)
+    namespace = spec.namespace
     panel: Any = None
 
     def tick() -> None:
