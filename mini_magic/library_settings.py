@@ -8,7 +8,7 @@ when the run's names are assigned. A result then depends neither on the worker n
 
 Only settings that are cheap to read and set travel (numpy's print options: a few microseconds a run). Random
 number generator state does not (a hundred microseconds each way): keep a ``np.random.default_rng(seed)`` in a
-variable instead; a generator that draws in the cell comes back changed (worker_inputs). Standard library only:
+variable instead; a generator that draws in the cell comes back changed (worker/inputs.py). Standard library only:
 the libraries are found in ``sys.modules``, never imported unless a setting for them arrives.
 """
 

@@ -232,7 +232,7 @@ class Job:
     display_trailing: bool = True
     hither_interval: float | None = None  # seconds between hither call batches; None: the cell uses no hither
     secret_keys: tuple[str, ...] = ()  # env variables holding secrets: their VALUES are scrubbed from output
-    # Unchanged inputs in the results travel as references to the kernel's objects (see worker_inputs); False when
+    # Unchanged inputs in the results travel as references to the kernel's objects (see worker/inputs.py); False when
     # the result may be read by another kernel (a detached run), which does not hold them.
     return_known: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # the kernel's library settings (library_settings)
