@@ -30,24 +30,21 @@ from mini_magic.backends.local import LocalBackend
 from mini_magic.callbacks import hither
 from mini_magic.jobs import CellContext
 from mini_magic.session import run_cell
+from mini_magic.sinks import ListSink
 from mini_magic.runs import RunRegistry
 
 TARGET = 100_000  # calls/s from the remote loop
 
 
-class CollectSink:
-    """Keeps the run's stdout (the cell reports its own loop time there); everything else is dropped."""
+class CollectSink(ListSink):
+    """Keeps the run's stdout (the cell reports its own loop time there); stderr shows."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.out: list[str] = []
 
     def stdout(self, text): self.out.append(text)
     def stderr(self, text): sys.stderr.write(text)
-    def display(self, data, metadata, display_id, update): pass
-    def clear_output(self, wait): pass
-    def show_value(self, value): pass
-    def show_bundle(self, data): pass
-    def flush(self): pass
 
     def loop_seconds(self) -> float:
         line = next(ln for ln in "".join(self.out).splitlines() if ln.startswith("LOOP "))

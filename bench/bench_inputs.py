@@ -23,10 +23,10 @@ from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
 from mini_magic.jobs import CellContext
 from mini_magic.session import run_cell
+from mini_magic.sinks import ListSink
 from mini_magic.runs import RunRegistry
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_roundtrip import NullSink  # noqa: E402
 
 
 def main() -> int:
@@ -38,7 +38,7 @@ def main() -> int:
     registry = RunRegistry(os.path.join(home, "runs.sqlite"))
     modes = {"on": RunOptions(backend="local"),
              "off": RunOptions(backend="local", env={"MINI_MAGIC_FINGERPRINT_LIMIT": "0"})}
-    sink = NullSink()
+    sink = ListSink()
     cases = [("trivial `y = a + 1`, a = 1", {"a": 1}, "y = a + 1\n")]
     for label, nbytes in (("1 KiB", 1 << 10), ("1 MiB", 1 << 20), ("8 MiB (the limit)", 8 << 20),
                           ("64 MiB", 64 << 20), ("1 GiB", 1 << 30)):

@@ -15,19 +15,14 @@ from mini_magic.backends.modal import ModalBackend
 from mini_magic.options import RunOptions
 from mini_magic.jobs import CellContext
 from mini_magic.session import run_cell
+from mini_magic.sinks import ListSink
 from mini_magic.runs import RunRegistry
 from mini_magic import hither
 got = []
 @hither
 def track(i): got.append(i)
-class Sink:
-    def stdout(s,t): pass
+class Sink(ListSink):
     def stderr(s,t): print("ERR", t)
-    def display(s,*a): pass
-    def clear_output(s,w): pass
-    def show_value(s,v): pass
-    def show_bundle(s,d): pass
-    def flush(s): pass
 b = ModalBackend({}); reg = RunRegistry(tempfile.mkdtemp()+"/r.sqlite")
 ctx = CellContext(hither_interval=ModalBackend.hither_interval)
 run_cell("x = 1", {}, RunOptions(backend="modal"), backend=b, registry=reg, sink=Sink(), context=ctx, show_panel=False)

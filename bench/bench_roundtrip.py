@@ -22,17 +22,8 @@ from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
 from mini_magic.jobs import CellContext
 from mini_magic.session import run_cell
+from mini_magic.sinks import ListSink
 from mini_magic.runs import RunRegistry
-
-
-class NullSink:
-    def stdout(self, text): pass
-    def stderr(self, text): pass
-    def display(self, data, metadata, display_id, update): pass
-    def clear_output(self, wait): pass
-    def show_value(self, value): pass
-    def show_bundle(self, data): pass
-    def flush(self): pass
 
 
 def timed(fn, n: int) -> list[float]:
@@ -50,7 +41,7 @@ def api_level(n: int) -> list[tuple[str, list[float]]]:
     backend = LocalBackend(max_workers=1, prewarm=False)
     options = RunOptions(backend="local")
     namespace = {"a": 1}
-    sink = NullSink()
+    sink = ListSink()
 
     def thither():
         run_cell("x = a + 1\n", namespace, options, backend=backend, registry=registry, sink=sink,

@@ -14,7 +14,6 @@ import os
 import socket
 import sqlite3
 import sys
-import sysconfig
 import threading
 import types
 from collections.abc import Iterable
@@ -27,18 +26,12 @@ from .callbacks import Hither, HitherHandle
 from .errors import CaptureError, ThitherUsageError
 from .placeholder import NOT_SENT
 from .worker.hither import HitherStub
+from .worker.modules import is_local_path
 
 # Names the kernel defines for itself that a cell must never ship (the worker has its own get_ipython).
 _NEVER_CAPTURED = frozenset({"get_ipython", "exit", "quit", "__builtins__", "In", "Out", "_ih", "_oh", "_dh"})
 _ALWAYS_REMOTE = frozenset({"mini_magic", "cloudpickle", "__main__", "builtins"})
 MAX_SHIPPED_SOURCE = 20 * 1024 * 1024
-
-_SYSTEM_PATHS = tuple(
-    os.path.realpath(p)
-    for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
-    if p
-)
-
 
 class _RecordingPickler(wire.Pickler):
     """Notes the modules of classes and functions pickled by reference: those modules must import remotely."""
@@ -153,16 +146,6 @@ def imported_modules(tree: ast.AST) -> set[str]:
     return names
 
 
-def _is_local_path(path: str, root: str) -> bool:
-    real = os.path.realpath(path)
-    return (
-        real.startswith(root + os.sep)
-        and not real.startswith(_SYSTEM_PATHS)
-        and "site-packages" not in real
-        and "dist-packages" not in real
-    )
-
-
 def _local_spec(top: str, root: str) -> Any:
     if top in _ALWAYS_REMOTE or top in sys.builtin_module_names or top in sys.stdlib_module_names:
         return None
@@ -174,7 +157,7 @@ def _local_spec(top: str, root: str) -> Any:
         return None
     locations = list(spec.submodule_search_locations or [])
     path = locations[0] if locations else spec.origin
-    if not path or not os.path.exists(path) or not _is_local_path(path, root):
+    if not path or not os.path.exists(path) or not is_local_path(path, root):
         return None
     return spec
 

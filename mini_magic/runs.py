@@ -203,11 +203,16 @@ def _one_line(error: str | None) -> str | None:
     return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
 
+def mini_magic_home() -> Path:
+    """Where mini_magic keeps its files on this machine (the run store, local volumes): ``$MINI_MAGIC_HOME``, else
+    ``~/.local/share/mini_magic``."""
+    home = os.environ.get("MINI_MAGIC_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".local" / "share" / "mini_magic"
+
+
 def default_path() -> Path:
     """Return the default database path: ``$MINI_MAGIC_HOME/runs.sqlite`` or ``~/.local/share/mini_magic/``."""
-    home = os.environ.get("MINI_MAGIC_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".local" / "share" / "mini_magic"
-    return base / "runs.sqlite"
+    return mini_magic_home() / "runs.sqlite"
 
 
 class RunRegistry:

@@ -94,6 +94,11 @@ class Scrubber:
         values = self.values
         return bool(values) and any(_contains(item, values) for item in items)
 
+    def found_in(self, packed: Any) -> bool:
+        """Whether a packed value (a ``wire.PackedValues``: pickle data and out-of-band buffers) holds a secret. A
+        pickle cannot be scrubbed, so such a value must not leave the worker (results, exceptions, hither calls)."""
+        return self.contains(packed.data, *packed.buffers)
+
     def stream(self) -> StreamScrubber:
         return StreamScrubber(self)
 

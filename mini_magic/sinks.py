@@ -1,7 +1,7 @@
-"""Where a run's output goes: the cell that is executing, a background run's panel, or a terminal.
+"""Where a run's output goes: the cell that is executing, a background run's panel, a terminal, or a list.
 
 The run session (mini_magic.session) hands every output event to an :class:`OutputSink` and never knows which one;
-tests pass a plain list-backed object with the same methods.
+tests and benchmarks use :class:`ListSink`.
 """
 
 from __future__ import annotations
@@ -128,3 +128,33 @@ class TerminalSink(NotebookSink):
         if data is None:
             data, metadata = self.shell.display_formatter.format(value)
         self.show_bundle(data, metadata)
+
+
+class ListSink:
+    """A run's output kept as a list of ``(kind, payload)`` in :attr:`outputs` (tests, benchmarks, scripts without
+    IPython). Subclass it to act on one kind of output: a new kind of output then needs no change to the subclass."""
+
+    def __init__(self) -> None:
+        self.outputs: list[tuple[str, Any]] = []
+
+    def stdout(self, text: str) -> None:
+        self.outputs.append(("stdout", text))
+
+    def stderr(self, text: str) -> None:
+        self.outputs.append(("stderr", text))
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
+        self.outputs.append(("display", (data, metadata, display_id, update)))
+
+    def clear_output(self, wait: bool) -> None:
+        self.outputs.append(("clear_output", wait))
+
+    def show_value(self, value: Any, data: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        self.outputs.append(("value", (value, data, metadata)))
+
+    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self.outputs.append(("bundle", (data, metadata)))
+
+    def flush(self) -> None:
+        pass

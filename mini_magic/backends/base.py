@@ -19,9 +19,15 @@ if TYPE_CHECKING:
     from .._ipykernel import ArgumentGroup
 
 
+def environment_name(prefix: str, name: str) -> str:
+    """``<prefix><NAME>``: a user's name for a volume or secret inside an environment variable's name, spelt the
+    same way on every backend (letters and digits upper-cased, anything else ``_``)."""
+    return prefix + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
 def volume_variable(name: str) -> str:
     """``MINI_MAGIC_VOLUME_<NAME>``: where a volume is mounted, on every backend."""
-    return "MINI_MAGIC_VOLUME_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+    return environment_name("MINI_MAGIC_VOLUME_", name)
 
 
 class RunHandle(ABC):

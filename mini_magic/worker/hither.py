@@ -121,12 +121,9 @@ class CallBuffer:
             for start in range(0, len(pending), MAX_BATCH):
                 self._ship(pending[start : start + MAX_BATCH])
 
-    def _carries_secret(self, packed: wire.PackedValues) -> bool:
-        return self.scrubber.contains(packed.data, *packed.buffers)
-
     def _ship(self, batch: list[tuple[str, tuple, dict]]) -> None:
         packed, failures = wire.pack_values({"calls": batch}, skip_failures=True)
-        if failures or self._carries_secret(packed):
+        if failures or self.scrubber.found_in(packed):
             # Some calls cannot (or must not) travel: ship the others, name the dropped ones.
             good = []
             for call in batch:
@@ -135,7 +132,7 @@ class CallBuffer:
                 if bad:
                     self._emit(wire.Stderr, text=f"hither: a call to {name} was dropped: its arguments cannot "
                                f"be sent to the kernel ({bad['call'].cause}).\n")
-                elif self._carries_secret(one):
+                elif self.scrubber.found_in(one):
                     self._emit(wire.Stderr, text=f"hither: a call to {name} was dropped: its arguments hold a "
                                "secret value (--secret); secrets never leave the worker.\n")
                 else:

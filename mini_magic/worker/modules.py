@@ -65,11 +65,25 @@ class ShippedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             pass
 
 
-_SYSTEM_PREFIXES = tuple(
+_SYSTEM_PATHS = tuple(
     os.path.realpath(p)
     for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
     if p
 )
+
+
+def is_local_path(path: str, root: str) -> bool:
+    """Whether ``path`` is the notebook's own code: under ``root`` (a real path: the notebook's directory) and in
+    neither the interpreter's folders nor an installed-packages folder. One rule for both sides: the kernel ships
+    such modules with a Job (mini_magic.capture) and the worker forgets them after the run (stdlib only, so the
+    kernel may import it from here)."""
+    real = os.path.realpath(path)
+    return (
+        real.startswith(root.rstrip(os.sep) + os.sep)
+        and not real.startswith(_SYSTEM_PATHS)
+        and "site-packages" not in real
+        and "dist-packages" not in real
+    )
 
 
 def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None, before: set[str]) -> None:
@@ -82,12 +96,11 @@ def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None, before
         sys.modules.pop(shipped.name, None)
     if not cwd:
         return
-    root = os.path.realpath(cwd) + os.sep
+    root = os.path.realpath(cwd)
     for name in [n for n in sys.modules if n not in before]:
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if not path or name.startswith("mini_magic"):
             continue
-        real = os.path.realpath(path)
-        if real.startswith(root) and not real.startswith(_SYSTEM_PREFIXES) and "site-packages" not in real:
+        if is_local_path(path, root):
             sys.modules.pop(name, None)

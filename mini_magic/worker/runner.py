@@ -168,9 +168,9 @@ class Worker:
         options = {"home": namespace, "known": inputs.unchanged_ids(), "changed": inputs.changed_ids(),
                    "arrays": inputs.arrays(), "skip_failures": True}
         packed, failures = wire.pack_values(values, **options)
-        if self._carries_secret(packed):
+        if self.sender.scrubber.found_in(packed):
             for name in list(values):
-                if self._carries_secret(wire.pack_values({name: values[name]}, **options)[0]):
+                if self.sender.scrubber.found_in(wire.pack_values({name: values[name]}, **options)[0]):
                     del values[name]
                     unsendable[name] = "it holds a secret value (--secret); secrets never leave the worker"
             packed, failures = wire.pack_values(values, **options)
@@ -183,7 +183,7 @@ class Worker:
             trailing, fails = wire.pack_values({"_": value}, **options)
             if fails:
                 trailing = None
-            if (trailing is not None and self._carries_secret(trailing)) \
+            if (trailing is not None and self.sender.scrubber.found_in(trailing)) \
                     or self.sender.scrubber.contains(bundle, bundle_metadata):
                 # Shown or not, the value would reach the kernel: the same rule as for the names above.
                 trailing, bundle, bundle_metadata = None, None, None
@@ -207,9 +207,6 @@ class Worker:
             return data
         return {"text/plain": repr(value)}
 
-    def _carries_secret(self, packed: wire.PackedValues) -> bool:
-        return self.sender.scrubber.contains(packed.data, *packed.buffers)
-
     def _send_error(self, exc: BaseException, saved: _ProcessState) -> None:
         tb = exc.__traceback__
         while tb is not None and _is_internal(tb):
@@ -218,7 +215,7 @@ class Worker:
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         packed, failures = wire.pack_values({"exception": exc}, skip_failures=True)
         # An exception object that carries a secret travels only as its (scrubbed) type and message.
-        carries_secret = self._carries_secret(packed)
+        carries_secret = self.sender.scrubber.found_in(packed)
         dirty = saved.dirty_reason()
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             dirty = dirty or f"the run ended with {type(exc).__name__}"

@@ -24,37 +24,13 @@ from mini_magic.options import RunOptions
 from mini_magic.backends.local import LocalBackend
 from mini_magic.jobs import CellContext
 from mini_magic.session import run_cell
+from mini_magic.sinks import ListSink
 from mini_magic.runs import RunRegistry, RunState
 
 pytestmark = pytest.mark.slow
 
 PACKAGE = os.path.dirname(mini_magic.__file__)
 CELL = "import numpy as np\ny = x * 2\ntotal = float(y.sum())\n"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def stdout(self, text: str) -> None:
-        self.texts.append(text)
-
-    stderr = stdout
-
-    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
-        pass
-
-    def clear_output(self, wait: bool) -> None:
-        pass
-
-    def show_value(self, value: Any) -> None:
-        pass
-
-    def show_bundle(self, data: dict[str, Any]) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 class InterruptAtLine:

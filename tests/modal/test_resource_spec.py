@@ -5,7 +5,7 @@ from __future__ import annotations
 import modal
 
 from mini_magic.worker import modal as container_entry
-from mini_magic.backends.base import RunOptions
+from mini_magic.options import RunOptions
 from mini_magic.backends.modal import DEFAULT_TIMEOUT, bind_resources
 
 

@@ -95,3 +95,13 @@ def test_values_are_found_in_pickles_and_their_out_of_band_buffers() -> None:
     assert scrubber.contains(out_of_band.data, *out_of_band.buffers)
     assert not scrubber.contains(clean.data, *clean.buffers)
     assert scrubber.contains({"text/plain": f"'{VALUE}'"}) and not scrubber.contains(None)
+
+
+def test_a_packed_value_holding_a_secret_is_found_in_its_pickle_or_its_buffers() -> None:
+    """One check for everything pickled in the worker (results, exceptions, hither call arguments)."""
+    scrubber = Scrubber(["hunter2-token"])
+    in_pickle, _ = wire.pack_values({"v": {"key": "hunter2-token"}})
+    in_buffer, _ = wire.pack_values({"v": np.frombuffer(b"xx hunter2-token xx", dtype=np.uint8)})
+    clean, _ = wire.pack_values({"v": [1, 2, 3]})
+    assert scrubber.found_in(in_pickle) and scrubber.found_in(in_buffer)
+    assert not scrubber.found_in(clean) and not Scrubber().found_in(in_pickle)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import ThitherUsageError
+from ...options import RunOptions
 from ...wire import Cancelled, Event, Job, encode_job
-from ..base import Backend, QueuedRunHandle, RunOptions
+from ..base import Backend, QueuedRunHandle
 from .gpus import gpu_count, gpu_environment
 from .pool import WorkerPool
 from .process import WorkerProcess, WorkerProfile

@@ -14,12 +14,8 @@ import os
 from pathlib import Path
 
 from ...errors import ThitherUsageError, warn
-from ..base import volume_variable
-
-
-def mini_magic_home() -> Path:
-    home = os.environ.get("MINI_MAGIC_HOME")
-    return Path(home) if home else Path.home() / ".local" / "share" / "mini_magic"
+from ...runs import mini_magic_home
+from ..base import environment_name, volume_variable
 
 
 def parse_volume(spec: str) -> tuple[str, str]:
@@ -71,7 +67,7 @@ def local_secret(name: str, cwd: str) -> dict[str, str]:
     path = Path(cwd) / f".env.{name}"
     if path.is_file():
         return _parse_env_file(path)
-    prefix = "MINI_MAGIC_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper() + "_"
+    prefix = environment_name("MINI_MAGIC_SECRET_", name) + "_"
     values = {k[len(prefix):]: v for k, v in os.environ.items() if k.startswith(prefix) and len(k) > len(prefix)}
     if not values:
         raise ThitherUsageError(
