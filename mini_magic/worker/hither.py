@@ -75,6 +75,8 @@ class CallBuffer:
     """Collects stub calls of one run and emits them as ``HitherCalls`` events from a flusher thread."""
 
     def __init__(self, emit: Callable[..., None], interval: float, before_emit: Callable[[], None] | None = None):
+        """``before_emit``: called before the pending calls are taken (the runner passes its output capture's sync),
+        so what the cell printed before a call reaches the notebook before the callback's own output."""
         self._emit = emit
         self._interval = interval
         self._before_emit = before_emit
@@ -114,6 +116,8 @@ class CallBuffer:
     def flush(self) -> None:
         """Ship everything buffered so far (called by the flusher, and by the worker before output it orders)."""
         with self._lock:
+            if self._calls and self._before_emit is not None:
+                self._before_emit()
             with self._mutex:
                 pending, self._calls = self._calls, []
             with self._room:
@@ -140,8 +144,6 @@ class CallBuffer:
             if not good:
                 return
             packed, _ = wire.pack_values({"calls": good}, skip_failures=True)
-        if self._before_emit is not None:
-            self._before_emit()
         self._emit(wire.HitherCalls, calls=packed)
 
     def close(self) -> None:

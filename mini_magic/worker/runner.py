@@ -89,7 +89,8 @@ class Worker:
                              "it is not.\n")
         calls = None
         if job.hither_interval is not None:
-            calls = CallBuffer(self.sender.emit, job.hither_interval)
+            calls = CallBuffer(self.sender.emit, job.hither_interval,
+                               before_emit=self.capture.sync if self.capture is not None else None)
             calls.scrubber = self.sender.scrubber
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
