@@ -1,9 +1,8 @@
-"""The run registry: one record per ``%%thither`` run, a state machine, observers and a sqlite store.
+"""The run registry: one record per ``%%thither`` run, a state machine and observers, persisted to sqlite.
 
 Transitions update an in-memory record and notify observers synchronously; persistence happens on one
-background writer thread, so a foreground cell never waits on disk (or on another kernel holding the
-database lock). Several kernels may share one database file: each writes its own rows, sqlite's busy
-timeout serialises the writers and WAL mode keeps readers unblocked.
+background writer thread (run_store.py, which owns the sqlite file), so a foreground cell never waits on disk
+(or on another kernel holding the database lock). Several kernels may share one database file.
 
 Every record reaches a terminal state. Each one stores its owner (host, pid and start time of the process
 that created it, see owner.py). :meth:`RunRegistry.close` ends the owner's unfinished runs as ``cancelled``
@@ -27,7 +26,6 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -37,26 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from .owner import Owner
+from .run_store import Row, RunStore, WriteBehind, default_path
 
 log = logging.getLogger("mini_magic.runs")
 
 Observer = Callable[[str, "RunRecord"], None]
 
-_BUSY_TIMEOUT = 30.0  # seconds sqlite waits on another kernel's lock before a write attempt fails
 _ERROR_MAX = 500
 _UPDATABLE = frozenset({"label", "remote_id", "worker_pid", "cell_id", "msg_id", "profile", "outputs", "progress"})
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, kernel_id TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS runs_created_at ON runs (created_at);
-"""
-_SELECT_ONE = "SELECT data FROM runs WHERE run_id = ?"
-_SELECT_UNFINISHED = "SELECT data FROM runs WHERE state IN ('queued', 'running')"
-_UPSERT = (
-    "INSERT INTO runs (run_id, kernel_id, state, created_at, data) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (run_id) DO UPDATE SET kernel_id = excluded.kernel_id, state = excluded.state, "
-    "created_at = excluded.created_at, data = excluded.data"
-)
 
 
 class RunState(str, enum.Enum):
@@ -172,18 +158,6 @@ def _json_profile(profile: Any) -> dict:
     return normal
 
 
-def _make_private(path: Path) -> None:
-    """Make the store and its ``-wal``/``-shm`` files 0600 whatever the directory's mode and the umask: records
-    hold errors and crash logs. sqlite gives the files it creates next to the store the store's own mode, so
-    creating the store 0600 first (and tightening files an older version left) is enough."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    for file in (str(path), f"{path}-wal", f"{path}-shm"):
-        try:
-            os.chmod(file, 0o600)
-        except FileNotFoundError:
-            pass
-
-
 def _finite(value: Any) -> Any:
     """``value`` with NaN and infinities as None. Records must be strict JSON (frontends get them over a comm), and a
     remote tqdm bar may count towards infinity, its way of saying that the total is unknown."""
@@ -203,18 +177,6 @@ def _one_line(error: str | None) -> str | None:
     return text if len(text) <= _ERROR_MAX else text[: _ERROR_MAX - 1] + "…"
 
 
-def mini_magic_home() -> Path:
-    """Where mini_magic keeps its files on this machine (the run store, local volumes): ``$MINI_MAGIC_HOME``, else
-    ``~/.local/share/mini_magic``."""
-    home = os.environ.get("MINI_MAGIC_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".local" / "share" / "mini_magic"
-
-
-def default_path() -> Path:
-    """Return the default database path: ``$MINI_MAGIC_HOME/runs.sqlite`` or ``~/.local/share/mini_magic/``."""
-    return mini_magic_home() / "runs.sqlite"
-
-
 class RunRegistry:
     """Thread-safe registry of runs with observers, persisted to sqlite in the background.
 
@@ -232,34 +194,18 @@ class RunRegistry:
         if keep < 0:
             raise ValueError("keep must be >= 0")
         self.path = Path(path) if path is not None else default_path()
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-            os.chmod(self.path.parent, 0o700)  # mkdir's mode is filtered by the umask
-        _make_private(self.path)
+        self._store = RunStore(self.path, keep=keep)
         self.kernel_id = kernel_id
         self.owner = owner if owner is not None else Owner.current()
         self.keep = keep
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)  # wakes the writer and flush() waiters
+        self._cond = threading.Condition(self._lock)  # shared with the writer, which snapshots records under it
         self._records: dict[str, RunRecord] = {}
         self._finished_order: collections.deque[str] = collections.deque()
         self._observers: list[tuple[object, Observer]] = []
-        self._pending: dict[str, RunRecord] = {}  # live records to write; coalesces repeated updates
-        self._inflight: dict[str, RunRecord] = {}  # snapshots being written (kept for get() and retries)
-        self._queued_seq = 0
-        self._written_seq = 0
         self._last_created = 0.0
         self._closed = False
-        self._stopping = False
-        # Reads (get/recent) come from any thread; one shared connection, serialised by its own lock so
-        # a slow read never holds up transitions.
-        self._read_lock = threading.Lock()
-        self._reader: sqlite3.Connection | None = self._connect()
-        self._reader.execute("PRAGMA journal_mode=WAL")
-        self._reader.executescript(_SCHEMA)
-        self._prune(self._reader)
-        self._writer = threading.Thread(target=self._writer_main, name="mini_magic-run-writer", daemon=True)
-        self._writer.start()
+        self._writer: WriteBehind[RunRecord] = WriteBehind(self._store, self._cond, snapshot=_clone, rows=_rows)
         self.reconcile()
 
     # -- transitions ----------------------------------------------------------------------------------
@@ -279,7 +225,7 @@ class RunRegistry:
         with self._lock:
             self._check_open()
             rid = run_id or uuid.uuid4().hex[:12]
-            if rid in self._records or rid in self._pending:
+            if rid in self._records or rid in self._writer.pending:
                 raise ValueError(f"run id {rid!r} already exists")
             # The wall clock may not advance between two quick creates; recent() orders by created_at,
             # so keep it strictly increasing within this registry.
@@ -365,7 +311,7 @@ class RunRegistry:
         """
         verdicts: dict[Owner, bool] = {}
         ended = []
-        for rec in self._query(_SELECT_UNFINISHED, ()):
+        for rec in self._records_of(self._store.unfinished()):
             owner = rec.owner
             if owner is None or rec.detached:
                 continue
@@ -375,12 +321,10 @@ class RunRegistry:
                 continue
             with self._lock:
                 rid = rec.run_id
-                if self._closed or rid in self._records or rid in self._pending or rid in self._inflight:
+                if self._closed or rid in self._records or self._writer.held(rid) is not None:
                     continue  # adopted by this registry (it decides), or already being written
                 rec.state, rec.finished_at, rec.error = RunState.FAILED, time.time(), f"lost: {owner} died"
-                self._pending[rid] = rec
-                self._queued_seq += 1
-                self._cond.notify_all()
+                self._writer.queue(rid, rec)
                 ended.append(_clone(rec))
         if ended:
             log.info("run registry: %d run(s) of dead kernels marked failed", len(ended))
@@ -391,22 +335,18 @@ class RunRegistry:
     def get(self, run_id: str) -> RunRecord | None:
         """Return a copy of the run, looking in memory first, then the store (earlier kernels' runs too)."""
         with self._lock:
-            rec = self._records.get(run_id) or self._pending.get(run_id) or self._inflight.get(run_id)
+            rec = self._records.get(run_id) or self._writer.held(run_id)
             if rec is not None:
                 return _clone(rec)
-        return next(iter(self._query(_SELECT_ONE, (run_id,))), None)
+        return next(iter(self._records_of(self._store.one(run_id))), None)
 
     def recent(self, limit: int = 50, *, kernel_id: str | None = None) -> list[RunRecord]:
         """Return up to ``limit`` runs, newest first, of every kernel or only ``kernel_id``'s."""
         limit = max(0, limit)
-        if kernel_id is None:
-            stored = self._query("SELECT data FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
-        else:
-            sql = "SELECT data FROM runs WHERE kernel_id = ? ORDER BY created_at DESC LIMIT ?"
-            stored = self._query(sql, (kernel_id, limit))
+        stored = self._records_of(self._store.recent(limit, kernel_id))
         merged = {r.run_id: r for r in stored}
         with self._lock:  # memory wins: the store may lag behind by the writer's queue
-            for source in (self._inflight, self._pending, self._records):
+            for source in (self._writer.inflight, self._writer.pending, self._records):
                 merged.update((k, r) for k, r in source.items() if kernel_id is None or r.kernel_id == kernel_id)
             # Clone only what is returned: memory may hold hundreds of finished runs.
             return [_clone(r) for r in heapq.nlargest(limit, merged.values(), key=lambda r: r.created_at)]
@@ -440,12 +380,7 @@ class RunRegistry:
         Raises:
             TimeoutError: the writer did not get there within ``timeout`` seconds (e.g. a locked database).
         """
-        with self._cond:
-            target = self._queued_seq
-            if not self._cond.wait_for(lambda: self._written_seq >= target or not self._writer.is_alive(), timeout):
-                raise TimeoutError(f"run registry: writes still pending after {timeout}s ({self.path})")
-            if self._written_seq < target:
-                raise RuntimeError("run registry writer stopped before flushing")
+        self._writer.flush(timeout)
 
     def close(self, reason: str | None = None) -> None:
         """End this registry's unfinished runs, flush, stop the writer, prune and close the database.
@@ -468,17 +403,8 @@ class RunRegistry:
             self.flush()
         except (TimeoutError, RuntimeError) as e:
             log.warning("run registry: closing with unsaved runs: %s", e)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._writer.join(timeout=5.0)
-        with self._read_lock:
-            conn, self._reader = self._reader, None
-        if conn is not None:
-            try:
-                self._prune(conn)
-            finally:
-                conn.close()
+        self._writer.stop()
+        self._store.close()
 
     def __enter__(self) -> RunRegistry:
         return self
@@ -496,9 +422,9 @@ class RunRegistry:
         rec = self._records.get(run_id)
         if rec is None:
             # A run of an earlier kernel (e.g. a detached Modal run being reattached) is adopted.
-            found = self._pending.get(run_id) or self._inflight.get(run_id)
+            found = self._writer.held(run_id)
             # Reading under the lock is acceptable here: adoption is rare and reads do not wait on writers (WAL).
-            rec = _clone(found) if found else next(iter(self._query(_SELECT_ONE, (run_id,))), None)
+            rec = _clone(found) if found else next(iter(self._records_of(self._store.one(run_id))), None)
             if rec is None:
                 raise KeyError(f"unknown run id {run_id!r}")
             self._records[run_id] = rec
@@ -526,9 +452,7 @@ class RunRegistry:
         return changed
 
     def _changed(self, rec: RunRecord) -> tuple[RunRecord, list[Observer]]:  # locked
-        self._pending[rec.run_id] = rec
-        self._queued_seq += 1
-        self._cond.notify_all()
+        self._writer.queue(rec.run_id, rec)
         return _clone(rec), [cb for _, cb in self._observers]
 
     def _trim_memory(self) -> None:  # locked
@@ -548,85 +472,15 @@ class RunRegistry:
                 log.exception("run observer %r failed on %r of run %s", cb, event, snap.run_id)
         return _clone(snap) if observers else snap
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    def _query(self, sql: str, args: tuple) -> list[RunRecord]:
-        with self._read_lock:
-            if self._reader is None:
-                return []
-            try:
-                rows = self._reader.execute(sql, args).fetchall()
-            except sqlite3.Error:
-                log.warning("run registry: read from %s failed", self.path, exc_info=True)
-                return []
+    def _records_of(self, stored: list[str]) -> list[RunRecord]:
         out = []
-        for (data,) in rows:
+        for data in stored:
             try:
                 out.append(RunRecord.from_json(json.loads(data)))
             except (ValueError, TypeError):
                 log.warning("run registry: skipping unreadable row in %s", self.path)
         return out
 
-    def _prune(self, conn: sqlite3.Connection) -> None:
-        done = "('done', 'failed', 'cancelled')"
-        try:
-            conn.execute(
-                f"DELETE FROM runs WHERE state IN {done} AND run_id NOT IN "
-                f"(SELECT run_id FROM runs WHERE state IN {done} ORDER BY created_at DESC LIMIT ?)",
-                (self.keep,),
-            )
-        except sqlite3.Error:
-            log.warning("run registry: pruning %s failed", self.path, exc_info=True)
 
-    def _writer_main(self) -> None:
-        conn = self._connect()
-        failures = 0
-        try:
-            while True:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._pending or self._inflight or self._stopping)
-                    if not self._pending and not self._inflight:
-                        return  # stopping with nothing left
-                    # Snapshot under the lock, serialise outside it: the hot path only ever waits for a copy.
-                    batch = dict(self._inflight)  # leftovers of a failed attempt, overwritten by newer state
-                    batch.update((rid, _clone(rec)) for rid, rec in self._pending.items())
-                    self._pending.clear()
-                    self._inflight = batch
-                    target = self._queued_seq
-                try:
-                    self._write(conn, batch.values())
-                except sqlite3.Error:  # typically another kernel holding the lock past the busy timeout
-                    failures += 1
-                    log.warning("run registry: writing %d run(s) failed (%d)", len(batch), failures, exc_info=True)
-                    with self._cond:
-                        if self._stopping and failures >= 3:
-                            log.error("run registry: giving up; %d run(s) not saved", len(self._inflight))
-                            return
-                        self._cond.wait(timeout=min(0.1 * 2**failures, 5.0))
-                    continue  # retry: the batch stays in _inflight and merges with newer changes
-                except Exception:  # a bug (e.g. an unserialisable value), retrying cannot help
-                    log.exception("run registry: dropping %d unwritable run(s)", len(batch))
-                failures = 0
-                with self._cond:
-                    self._inflight = {}
-                    self._written_seq = target
-                    self._cond.notify_all()
-        finally:
-            conn.close()
-            with self._cond:
-                self._cond.notify_all()  # flush() waiters must not outlive the writer
-
-    @staticmethod
-    def _write(conn: sqlite3.Connection, records: Iterable[RunRecord]) -> None:
-        rows = [(r.run_id, r.kernel_id, r.state.value, r.created_at, json.dumps(r.to_json())) for r in records]
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock up front so the busy timeout applies
-        try:
-            conn.executemany(_UPSERT, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+def _rows(records: Iterable[RunRecord]) -> list[Row]:
+    return [(r.run_id, r.kernel_id, r.state.value, r.created_at, json.dumps(r.to_json())) for r in records]

@@ -326,7 +326,7 @@ def test_transitions_do_not_wait_for_a_locked_database(reg: RunRegistry, db: Pat
 
 
 def test_writer_retries_after_busy_timeout(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mini_magic.runs._BUSY_TIMEOUT", 0.01)
+    monkeypatch.setattr("mini_magic.run_store._BUSY_TIMEOUT", 0.01)
     failed = threading.Event()
 
     class Spy(logging.Handler):

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ...errors import ThitherUsageError, warn
-from ...runs import mini_magic_home
+from ...run_store import mini_magic_home
 from ..base import environment_name, volume_variable
 
 
