@@ -115,13 +115,10 @@ class ThitherMagics(Magics):
         if record is None or not record.remote_id:
             raise ThitherUsageError(f"%thither attach {run_id}: no detached run with that id in the run store "
                                     "(`%thither runs --all` lists them).")
-        backend = self.state.backend(record.backend)
-        attach = getattr(backend, "attach", None)
-        if attach is None:
-            raise ThitherUsageError(f"%thither attach: the {record.backend} backend cannot reattach runs.")
+        handle = self.state.backend(record.backend).attach(record.remote_id, run_id)
         print(f"attached to run {run_id} ({record.state.value}); its live output is not replayed, only its "
               "result comes back.")
-        outcome = wait_detached(attach(record.remote_id, run_id), record, registry)
+        outcome = wait_detached(handle, record, registry)
         if outcome.error is not None:
             raise outcome.error
         assert self.shell is not None

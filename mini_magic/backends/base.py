@@ -114,6 +114,13 @@ class Backend(ABC):
     def submit(self, job: Job, options: RunOptions) -> RunHandle:
         """Start (or queue) the run and return at once."""
 
+    def attach(self, remote_id: str, run_id: str) -> RunHandle:
+        """Follow a detached run (``--detach``) that an earlier kernel started, by the backend's own id of it: only
+        its result comes back (``%thither attach RUN_ID``). A backend that cannot detach runs keeps this default."""
+        from ..errors import ThitherUsageError  # here, not at the top: the local pool imports this package bare
+
+        raise ThitherUsageError(f"%thither attach {run_id}: the {self.name} backend cannot reattach runs.")
+
     def prewarm(self, options: RunOptions) -> None:
         """Optionally get ready for a run with these options in the background."""
 
