@@ -74,8 +74,18 @@ def load(shell: Any) -> None:
     atexit.register(state.close)
     shell.events.register("pre_run_cell", _apply_pending_settings)
     _close_on_kernel_shutdown(shell, state)
-    if state.config.prewarm and state.config.backend == "local":
-        state.backend("local").prewarm(RunOptions(backend="local", gpu=state.config.gpu, env=dict(state.config.env)))
+    _prewarm_default_backend(state)
+
+
+def _prewarm_default_backend(state: ExtensionState) -> None:
+    """Let the default backend get ready for the first cell in the background (``Thither.prewarm``). Only a backend
+    that overrides :meth:`Backend.prewarm` is created here: creating any other before its first cell would only
+    move its cost, and its configuration errors, to ``%load_ext``."""
+    name = state.config.backend
+    cls = backend_classes().get(name) if state.config.prewarm else None
+    if cls is None or cls.prewarm is Backend.prewarm:
+        return
+    state.backend(name).prewarm(RunOptions(backend=name, gpu=state.config.gpu, env=dict(state.config.env)))
 
 
 def _apply_pending_settings(info: Any = None) -> None:

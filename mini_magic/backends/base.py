@@ -122,7 +122,9 @@ class Backend(ABC):
         raise ThitherUsageError(f"%thither attach {run_id}: the {self.name} backend cannot reattach runs.")
 
     def prewarm(self, options: RunOptions) -> None:
-        """Optionally get ready for a run with these options in the background."""
+        """Optionally get ready for a run with these options in the background, without blocking. Called at
+        ``%load_ext`` on the default backend when ``Thither.prewarm`` is on; a backend that keeps this no-op is not
+        even created then."""
 
     def close(self) -> None:
         """Stop everything this backend started. Idempotent."""
