@@ -15,7 +15,15 @@ from .options import DEFAULT_TIMEOUT
 
 
 class Thither(Configurable):
-    """Defaults for ``%%thither`` cells."""
+    """Defaults for ``%%thither`` cells.
+
+    Two traits concern one backend only: ``max_workers`` and ``prewarm`` (the local pool's; ``prewarm`` reaches
+    other backends only through :meth:`Backend.prewarm`, which they leave a no-op). They stay here because their
+    documented names are ``Thither.max_workers`` / ``Thither.prewarm``: traitlets applies a ``Thither`` config
+    section only to this class (and its subclasses), so a trait moved to a backend's own configurable would make
+    ``%config Thither.max_workers = 8`` a "not recognized" warning that changes nothing. A backend that needs
+    settings of its own declares its own configurable (``%config <Name>.x``) rather than adding traits here.
+    """
 
     backend = Unicode(help="Where cells run: 'local' (worker processes on this machine) or another registered "
                       "backend. Default: $MINI_MAGIC_BACKEND, else 'local'.").tag(config=True)
