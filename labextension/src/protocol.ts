@@ -8,9 +8,14 @@
 export const COMM_TARGET = 'mini_magic';
 export const PROTOCOL = 1;
 
-export type RunState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+/** Every state of a run, as mini_magic.runs.RunState spells them: the one list, the type derives from it. */
+export const RUN_STATES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
 
-const RUN_STATES: ReadonlySet<string> = new Set(['queued', 'running', 'done', 'failed', 'cancelled']);
+export type RunState = (typeof RUN_STATES)[number];
+
+function isRunState(value: string): value is RunState {
+  return (RUN_STATES as readonly string[]).includes(value);
+}
 
 /** One run as the kernel's run registry records it (RunRecord.to_json plus `elapsed`). */
 export interface IRun {
@@ -110,14 +115,14 @@ export function parseRun(value: unknown): IRun | null {
   const runId = str(value.run_id);
   const state = str(value.state);
   const createdAt = num(value.created_at);
-  if (runId === null || state === null || !RUN_STATES.has(state) || createdAt === null) {
+  if (runId === null || state === null || !isRunState(state) || createdAt === null) {
     return null;
   }
   const profile = isObject(value.profile) ? value.profile : {};
   return {
     run_id: runId,
     backend: str(value.backend) ?? '?',
-    state: state as RunState,
+    state,
     profile: { ...profile, gpu: str(profile.gpu) },
     cell_id: str(value.cell_id),
     msg_id: str(value.msg_id),
