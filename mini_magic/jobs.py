@@ -15,6 +15,7 @@ import os
 import tokenize
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import library_settings, wire
@@ -51,7 +52,7 @@ class JobSpec(NamedTuple):
 
 def build_job(source: str, namespace: dict[str, Any], options: RunOptions, context: CellContext,
               secret_keys: tuple[str, ...] = ()) -> JobSpec:
-    """A cell's Job. Results may refer back to the values sent (see mini_magic.worker_inputs), hence ``sent``."""
+    """A cell's Job. Results may refer back to the values sent (see mini_magic.worker.inputs), hence ``sent``."""
     offset = context.first_line - 1
     try:
         analysis = analyze_cell(source)
@@ -71,27 +72,56 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
             "%%thither cell; run the magic in a normal cell."
         )
     values = closure_values(analysis, namespace, options.inputs, returned=options.out)
+    run_id, count = new_run_id(), context.execution_count
+    return _build(values, namespace, options, context, secret_keys, wire.JobHeader(run_id=run_id), source=source,
+                  filename=f"<thither In[{count}]>" if count is not None else f"<thither {run_id}>",
+                  first_line=context.first_line, imports=imported_modules(tree),
+                  outputs=options.out,
+                  candidates=tuple(n for n in (*analysis.writes, *analysis.mutated) if values.get(n) is not NOT_SENT),
+                  deleted=analysis.deleted,
+                  display_trailing=analysis.trailing_expression and not ends_with_semicolon(source))
+
+
+def build_call_job(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: RunOptions,
+                   context: CellContext, secret_keys: tuple[str, ...] = (), *,
+                   namespace: dict[str, Any] | None = None) -> JobSpec:
+    """A call's Job: ``function(*args, **kwargs)`` in the worker, packed as a cell's closure is.
+
+    ``namespace`` is where the function lives when it is the notebook's (its globals then travel with it and a
+    function that comes back lives there); by default the function's globals when it was defined in ``__main__``
+    (a notebook cell), else none: a module's function travels by reference."""
+    if not callable(function):
+        raise ThitherUsageError(f"a call job needs a callable, not {type(function).__name__}")
+    if namespace is None:
+        main = getattr(function, "__module__", None) == "__main__"
+        namespace = getattr(function, "__globals__", None) if main else None
+    name = getattr(function, "__qualname__", type(function).__name__)
+    return _build(wire.call_values(function, args, kwargs), namespace if namespace is not None else {}, options,
+                  context, secret_keys, wire.JobHeader(run_id=new_run_id(), kind="call"), source="",
+                  filename=f"<thither call {name}>", first_line=1, imports=set())
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _build(values: dict[str, Any], namespace: dict[str, Any], options: RunOptions, context: CellContext,
+           secret_keys: tuple[str, ...], header: wire.JobHeader, *, imports: set[str], **fields: Any) -> JobSpec:
+    """Pack ``values`` and build the Job: what a cell and a call share. The notebook sources of every function sent
+    travel for tracebacks, including those of the helpers a shipped function calls (its globals, in ``sent``)."""
     packed = pack_closure(values, namespace)
-    run_id = uuid.uuid4().hex[:12]
-    count = context.execution_count
     job = wire.Job(
-        header=wire.JobHeader(run_id=run_id),
-        source=source,
-        filename=f"<thither In[{count}]>" if count is not None else f"<thither {run_id}>",
-        first_line=context.first_line,
+        header=header,
         closure=packed.values,
-        modules=local_module_sources(packed.modules | imported_modules(tree), context.cwd),
-        outputs=options.out,
-        candidates=tuple(n for n in (*analysis.writes, *analysis.mutated) if values.get(n) is not NOT_SENT),
-        deleted=analysis.deleted,
+        modules=local_module_sources(packed.modules | imports, context.cwd),
         env=dict(options.env),
         cwd=context.cwd,
-        linecache=notebook_sources(values.values()),
-        display_trailing=analysis.trailing_expression and not ends_with_semicolon(source),
+        linecache=notebook_sources(packed.sent.values()),
         hither_interval=context.hither_interval if packed.hithers else None,
         secret_keys=secret_keys,
         return_known=not options.extra.get("detach"),  # another kernel may read a detached run's result
         settings=library_settings.capture(),
+        **fields,
     )
     return JobSpec(job, packed.hithers, packed.sent, namespace)
 

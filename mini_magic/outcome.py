@@ -13,7 +13,7 @@ from typing import Any
 
 from . import figure_formats, library_settings, module_return, wire
 from .options import RunOptions
-from .errors import RemoteError, RunCancelled, RunTimeout, WorkerCrashed, render_remote_traceback
+from .errors import RemoteError, RunCancelled, RunFailed, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
 
 
@@ -28,6 +28,7 @@ class Outcome:
     trailing_bundle: dict[str, Any] | None = None  # how the worker displays the trailing value: what the cell shows
     trailing_metadata: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # library settings the cell changed (library_settings)
+    returned: Any = None  # a call job's return value (a call assigns no names: ``values`` stays empty)
 
     @property
     def summary(self) -> str | None:
@@ -38,10 +39,11 @@ class Outcome:
 
 
 def interpret(terminal: wire.Event, reason: str | None, options: RunOptions, *,
-              home: dict[str, Any] | None = None, known: dict[str, Any] | None = None) -> Outcome:
+              home: dict[str, Any] | None = None, known: dict[str, Any] | None = None, kind: str = "cell") -> Outcome:
     """``reason`` is why the kernel stopped the run itself ('interrupt', 'timeout', 'cancel'), if it did.
     ``home``: the notebook namespace (functions the cell defined live in it); ``known``: the values the run was
-    sent, by name (unchanged ones come back as these objects). See mini_magic.namespace_pickling."""
+    sent, by name (unchanged ones come back as these objects). See mini_magic.namespace_pickling. ``kind``: the
+    job's (wire.JobHeader.kind); a call's Result is its return value."""
     if reason == "interrupt":
         interrupted = KeyboardInterrupt("the remote run was interrupted")
         message = "KeyboardInterrupt: the remote run was interrupted; its worker was stopped and nothing was assigned."
@@ -60,7 +62,18 @@ def interpret(terminal: wire.Event, reason: str | None, options: RunOptions, *,
     if isinstance(terminal, wire.Error):
         return Outcome(RunState.FAILED, rebuild_exception(terminal))
     assert isinstance(terminal, wire.Result)
-    return _result(terminal, home, known)
+    outcome = _result(terminal, home, known)
+    return _returned(outcome) if kind == "call" else outcome
+
+
+def _returned(outcome: Outcome) -> Outcome:
+    """A call's Result holds one name, its return value. One that could not come back fails the call: unlike a
+    cell's names, whose others are still assigned, a call has nothing else to give its caller."""
+    if wire.RETURN in outcome.not_returned:
+        return Outcome(RunState.FAILED, RunFailed(
+            f"the function ran, but its return value could not be brought back: {outcome.not_returned[wire.RETURN]}. "
+            "Return something that pickles (or write the result to a file or volume)."))
+    return Outcome(RunState.DONE, returned=outcome.values.get(wire.RETURN))
 
 
 def _result(result: wire.Result, home: dict[str, Any] | None, known: dict[str, Any] | None) -> Outcome:

@@ -6,10 +6,15 @@ IPython: output goes to an :class:`mini_magic.sinks.OutputSink`, results into a 
 run drains on the calling thread (the kernel's main thread), so ``display()`` and hither callbacks land in the
 running cell and a kernel interrupt arrives here as KeyboardInterrupt, which is forwarded to this run's worker only.
 Background runs (see background.py) use the same pieces on a drainer thread.
+
+A call job's generator items arrive as ``Yield`` events, each handed to the run's ``on_yield`` as it arrives (on the
+draining thread: a foreground caller sees item 0 while the generator still runs), or, with no ``on_yield``, put on
+``ActiveRun.yielded``, a queue another thread can read while the run goes on.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -38,6 +43,8 @@ class RunOutcome:
     assigned: list[str]
     deleted: list[str]
     not_returned: dict[str, str]
+    returned: Any = None  # a call job's return value
+    yielded: list[Any] = field(default_factory=list)  # a call's generator items, when no on_yield took them
 
 
 @dataclass
@@ -58,6 +65,8 @@ class ActiveRun:
     started: float = field(default_factory=time.monotonic)
     progress_recorded: float = 0.0  # monotonic time the registry last got this run's progress
     progress_pending: dict[str, Any] | None = None  # the newest progress the registry has not got yet
+    on_yield: Callable[[Any], None] | None = None  # takes each item a called generator yields, as it arrives
+    yielded: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)  # the items, when on_yield is None
 
     def record_progress(self, event: wire.Progress, every: float = 1.0) -> None:
         """Keep the registry's progress summary (what the lab extension shows) current, at most once a second."""
@@ -117,6 +126,7 @@ def start_run(
     sink: OutputSink,
     context: CellContext,
     attach: Callable[[Any], None] | None = None,
+    on_yield: Callable[[Any], None] | None = None,
 ) -> ActiveRun:
     """Record the built job, enter its hither context managers, and submit it. Returns at once."""
     job = spec.job
@@ -131,7 +141,8 @@ def start_run(
         if handle.remote_id:
             registry.update(record.run_id, remote_id=handle.remote_id)
         active = ActiveRun(record.run_id, job, options, registry, handle, sink, hithers,
-                           ProgressMirror(attach, widgets=context.widgets), spec.namespace, spec.sent)
+                           ProgressMirror(attach, widgets=context.widgets), spec.namespace, spec.sent,
+                           on_yield=on_yield)
     except BaseException as exc:
         if handle is not None:
             handle.kill()
@@ -182,7 +193,7 @@ def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None
                     active.sink.flush()
                     return pending.popleft(), reason
                 event = pending.popleft()
-                if isinstance(event, wire.HitherCalls):  # user code: the user may need to stop it
+                if isinstance(event, (wire.HitherCalls, wire.Yield)):  # user code: the user may need to stop it
                     gate.open()
                 try:
                     dispatch(event, active)
@@ -219,6 +230,12 @@ def dispatch(event: wire.Event, active: ActiveRun) -> None:
         calls = event.calls.unpack(on_error=lambda name, exc: sink.stderr(
             f"hither: a batch of calls could not be rebuilt here and was dropped ({type(exc).__name__}: {exc})\n"))
         active.hithers.dispatch(calls.get("calls", ()))
+    elif isinstance(event, wire.Yield):
+        item = event.value.unpack(home=active.namespace, known=active.sent)["item"]
+        if active.on_yield is not None:
+            active.on_yield(item)  # a caller that raises stops the run, as breaking out of a local loop would
+        else:
+            active.yielded.put(item)
     elif isinstance(event, wire.Progress):
         active.progress.update(event)
         active.record_progress(event)
@@ -230,7 +247,8 @@ def end_run(active: ActiveRun, terminal: wire.Event, reason: str | None) -> Outc
     """Interpret the terminal event, then tear down: hither context managers exit after the final drain (also on
     error or interrupt), bars the run left open close, and the registry records the end."""
     try:
-        outcome = interpret(terminal, reason, active.options, home=active.namespace, known=active.sent)
+        outcome = interpret(terminal, reason, active.options, home=active.namespace, known=active.sent,
+                            kind=active.job.header.kind)
     except BaseException as exc:  # noqa: BLE001 - a broken result still ends the run cleanly
         outcome = Outcome(RunState.FAILED, exc)
     try:
@@ -305,8 +323,11 @@ def run_foreground(
     context: CellContext,
     interrupt_grace: float = 1.0,
     show_panel: bool = True,
+    on_yield: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
-    """Build the job (see :func:`prepare_job`), run it, and apply its results to its namespace on success.
+    """Build the job (see :func:`prepare_job`), run it, and apply its results to its namespace on success (a call
+    job's return value is in ``RunOutcome.returned``; its generator's items go to ``on_yield`` as they arrive, or
+    into ``RunOutcome.yielded``).
 
     From the run's creation to the assignment of its results, interrupts are held except where the drain can turn
     them into a cancel (see mini_magic.interrupts): whenever the interrupt lands, no worker is left waiting, no record
@@ -318,7 +339,7 @@ def run_foreground(
         with InterruptGate() as gate:
             result = _run_foreground(build, options, backend=backend, registry=registry, sink=sink,
                                      context=context, interrupt_grace=interrupt_grace, show_panel=show_panel,
-                                     gate=gate)
+                                     gate=gate, on_yield=on_yield)
     except KeyboardInterrupt as exc:
         if result is None:
             raise
@@ -329,9 +350,10 @@ def run_foreground(
 
 def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend,
                     registry: RunRegistry, sink: OutputSink, context: CellContext, interrupt_grace: float,
-                    show_panel: bool, gate: InterruptGate) -> RunOutcome:
+                    show_panel: bool, gate: InterruptGate, on_yield: Callable[[Any], None] | None) -> RunOutcome:
     spec = prepare_job(build, options, backend=backend, cwd=context.cwd, gate=gate)
-    active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context)
+    active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context,
+                       on_yield=on_yield)
     namespace = spec.namespace
     panel: Any = None
 
@@ -354,7 +376,9 @@ def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOpt
     if panel is not None:
         panel.update(active.record)
     if outcome.error is not None:
-        raise explain_missing_name(outcome.error, namespace, active.job.closure.names)
+        if active.job.header.kind == "cell":  # its hint is about a cell's names (--in)
+            raise explain_missing_name(outcome.error, namespace, active.job.closure.names)
+        raise outcome.error
     assign(outcome, namespace)
     for name, why in outcome.not_returned.items():
         warn(f"{name!r} was not brought back: {why}. The other names were assigned.")
@@ -362,4 +386,8 @@ def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOpt
         sink.show_value(outcome.trailing[0], outcome.trailing_bundle, outcome.trailing_metadata)
     elif outcome.trailing_bundle:
         sink.show_bundle(outcome.trailing_bundle, outcome.trailing_metadata)
-    return RunOutcome(active.record, list(outcome.values), outcome.deleted, outcome.not_returned)
+    yielded = []
+    while not active.yielded.empty():
+        yielded.append(active.yielded.get())
+    return RunOutcome(active.record, list(outcome.values), outcome.deleted, outcome.not_returned, outcome.returned,
+                      yielded)

@@ -171,7 +171,7 @@ class JobHeader:
     protocol: int = PROTOCOL_VERSION
     python: str = field(default_factory=python_version)
     cloudpickle: str = cloudpickle.__version__
-    kind: str = "cell"
+    kind: str = "cell"  # "cell": run source in a fresh namespace; "call": call a packed function (see Job)
 
     def to_bytes(self) -> bytes:
         return control("job", **dataclasses.asdict(self))
@@ -215,7 +215,13 @@ class ModuleSource:
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a worker needs to run one cell."""
+    """Everything a worker needs to run one cell, or one call (``header.kind == "call"``).
+
+    A call is packed like a cell: its ``closure`` holds the function and its arguments under the names of
+    :func:`call_values` (not bound in the run's namespace: the function's globals are), so hither stubs, local modules,
+    notebook functions and ``linecache`` travel as for a cell. ``source`` is empty and the fields about a cell's
+    names (``outputs``, ``candidates``, ``deleted``, ``display_trailing``) keep their defaults; its Result holds one
+    name, :data:`RETURN`, and a generator's items come first, each as a :class:`Yield`."""
 
     header: JobHeader
     source: str  # the cell after IPython's transform_cell
@@ -236,6 +242,24 @@ class Job:
     # the result may be read by another kernel (a detached run), which does not hold them.
     return_known: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # the kernel's library settings (library_settings)
+
+
+RETURN = "return"  # the one name in a call's Result: its return value
+_FUNCTION = "function"
+
+
+def call_values(function: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A call as named values, one per argument, so that a failure to pack one names it (``args[1]``,
+    ``kwargs[model]``) and an unchanged argument can come back as the caller's own object."""
+    return {_FUNCTION: function, **{f"args[{i}]": a for i, a in enumerate(args)},
+            **{f"kwargs[{k}]": v for k, v in kwargs.items()}}
+
+
+def split_call(values: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The inverse of :func:`call_values` (values in packing order)."""
+    args = [v for n, v in values.items() if n.startswith("args[")]
+    kwargs = {n[len("kwargs["):-1]: v for n, v in values.items() if n.startswith("kwargs[")}
+    return values[_FUNCTION], args, kwargs
 
 
 def encode_job(job: Job) -> list[Any]:
@@ -334,7 +358,7 @@ class Progress(Event):
 
 @dataclass(frozen=True)
 class Yield(Event):
-    """One value yielded by a remote generator (reserved for @thither generators)."""
+    """One item yielded by a called generator, sent as soon as it is produced: ``value`` holds one name, ``item``."""
 
     value: PackedValues
     kind: ClassVar[str] = "yield"

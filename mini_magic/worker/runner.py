@@ -1,7 +1,8 @@
 """The remote side of a run, the same code in a local worker process and in a Modal container: the Worker runs jobs.
 
-A worker receives Jobs, runs each cell in a fresh namespace holding only its closure, streams events back (output,
-displays, then a Result or an Error) and restores its process state (environment, working directory, ``sys.path``,
+A worker receives Jobs, runs each cell in a fresh namespace holding only its closure (or calls the function a call
+job carries, its globals in that namespace: :mod:`.calls`), streams events back (output, displays, a call's
+yielded items, then a Result or an Error) and restores its process state (environment, working directory, ``sys.path``,
 local modules) after every run, so nothing leaks from one run into the next. While a job runs, it is the process's
 current run (:mod:`.context`), which hither stubs and tqdm bars find from any thread. How events leave the process
 is the entry point's business (:mod:`.bootstrap`). Standard library and cloudpickle only.
@@ -26,6 +27,7 @@ from typing import Any
 from .. import library_settings, proctree, wire
 from ..placeholder import NOT_SENT
 from ..scrub import MIN_LENGTH
+from . import calls as call_jobs
 from . import context
 from .hither import CallBuffer
 from .inputs import RunInputs
@@ -36,6 +38,8 @@ from .state import InterpreterState
 
 # The whole mini_magic package, not only worker/: a traceback's leading frames in wire or pickler are ours too.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# asyncio's frames between the runner and an awaited function (or a cell's top-level await) are no user code either.
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
 _HIDDEN_NAMES = frozenset({"__builtins__", "get_ipython"})
 
 
@@ -114,12 +118,16 @@ class Worker:
             library_settings.apply(job.settings)  # the kernel's (np.set_printoptions ...), undone by restore()
             saved.settings_sent = library_settings.capture()
             with ShippedModules(job.modules):
-                namespace, inputs = self._namespace(job)
+                namespace, inputs, call = self._namespace(job)
                 saved.namespace = namespace
                 initial = dict(namespace)
                 if self.display is not None:
                     self.display.before_run()
-                has_value, value = _execute(job, namespace)
+                if call is None:
+                    has_value, value = _execute(job, namespace)
+                else:
+                    has_value, value = False, call_jobs.invoke(*wire.split_call(call),
+                                                               lambda item: self._send_item(item, namespace))
                 shown = None
                 if self.display is not None:
                     # Formatted here, under the cell's state and library options, as the kernel's displayhook would.
@@ -130,7 +138,10 @@ class Worker:
                 if calls is not None:
                     calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
-                self._send_result(job, namespace, initial, inputs, has_value, value, saved, shown)
+                if call is None:
+                    self._send_result(job, namespace, initial, inputs, has_value, value, saved, shown)
+                else:
+                    self._send_return(value, namespace, inputs, saved)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
             if self.display is not None and isinstance(exc, Exception):
                 self.display.after_run()  # a failed cell's figures show (and close) too, as in a kernel cell
@@ -140,7 +151,9 @@ class Worker:
             self.sync_output()
             self._send_error(exc, saved)
 
-    def _namespace(self, job: wire.Job) -> tuple[dict[str, Any], RunInputs]:
+    def _namespace(self, job: wire.Job) -> tuple[dict[str, Any], RunInputs, dict[str, Any] | None]:
+        """The run's namespace, its inputs, and for a call job the function and arguments (see wire.call_values):
+        those are not names of the run, so they never hide a global of the same name that the function reads."""
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _SHELL.get_ipython}
 
         def failed(name: str, exc: BaseException) -> None:
@@ -154,29 +167,21 @@ class Worker:
         sizes: dict[str, int] = {}
         # Notebook functions among the values get this namespace as their globals (and add the globals they read).
         values = job.closure.unpack(on_error=failed, home=namespace, sizes=sizes)
+        call = None
+        if job.header.kind == "call":
+            call, values = values, {}
         for name, value in values.items():
             if value is NOT_SENT and name in namespace:  # a shipped function's global: its value wins
                 continue
             namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
         shipped = {n: v for n, v in namespace.items() if n not in ("__name__", "__builtins__", "get_ipython")}
-        return namespace, RunInputs(shipped, sizes, namespace, references=job.return_known)
+        return namespace, RunInputs({**shipped, **(call or {})}, sizes, namespace, references=job.return_known), call
 
     def _send_result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> None:
         """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (display.py)."""
         names, unsendable = _output_names(job, namespace, initial, inputs.changed())
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
-        # Functions the cell defined go back to live in the notebook's namespace; unchanged inputs as references.
-        options = {"home": namespace, "known": inputs.unchanged_ids(), "changed": inputs.changed_ids(),
-                   "arrays": inputs.arrays(), "skip_failures": True}
-        packed, failures = wire.pack_values(values, **options)
-        if self.sender.scrubber.found_in(packed):
-            for name in list(values):
-                if self.sender.scrubber.found_in(wire.pack_values({name: values[name]}, **options)[0]):
-                    del values[name]
-                    unsendable[name] = "it holds a secret value (--secret); secrets never leave the worker"
-            packed, failures = wire.pack_values(values, **options)
-        for name, failure in failures.items():
-            unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
+        packed, options = self._pack_results(values, namespace, inputs, unsendable)
         deleted = tuple(n for n in dict.fromkeys((*job.deleted, *initial)) if n not in namespace and n in initial)
         trailing, bundle, bundle_metadata = None, None, None
         if has_value and value is not None:
@@ -201,6 +206,43 @@ class Worker:
             dirty=saved.dirty_reason(),
             settings=saved.settings_changed,
         )
+
+    def _pack_results(self, values: dict[str, Any], namespace: dict[str, Any], inputs: RunInputs,
+                      unsendable: dict[str, str]) -> tuple[wire.PackedValues, dict[str, Any]]:
+        """Pack what goes back; a value that cannot (unpicklable, or holding a secret) is left out and its reason
+        added to ``unsendable``. Functions the run defined go back to live in the notebook's namespace; unchanged
+        inputs as references to the kernel's objects. Returns the packing options too, for the trailing value."""
+        options = {"home": namespace, "known": inputs.unchanged_ids(), "changed": inputs.changed_ids(),
+                   "arrays": inputs.arrays(), "skip_failures": True}
+        packed, failures = wire.pack_values(values, **options)
+        if self.sender.scrubber.found_in(packed):
+            for name in list(values):
+                if self.sender.scrubber.found_in(wire.pack_values({name: values[name]}, **options)[0]):
+                    del values[name]
+                    unsendable[name] = "it holds a secret value (--secret); secrets never leave the worker"
+            packed, failures = wire.pack_values(values, **options)
+        for name, failure in failures.items():
+            unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
+        return packed, options
+
+    def _send_return(self, value: Any, namespace: dict[str, Any], inputs: RunInputs, saved: _ProcessState) -> None:
+        """A call's Result: its return value under the one name :data:`wire.RETURN` (the cell's path packs it, so
+        secrets, unpicklable values and references to the caller's objects follow the rules of a cell's names)."""
+        unsendable: dict[str, str] = {}
+        packed, _ = self._pack_results({wire.RETURN: value}, namespace, inputs, unsendable)
+        self.sender.emit(wire.Result, outputs=packed, unsendable=unsendable, deleted=(), dirty=saved.dirty_reason())
+
+    def _send_item(self, item: Any, namespace: dict[str, Any]) -> None:
+        """One item a called generator yielded, sent at once; output and hither calls made before it go first. An
+        item that cannot travel ends the run with an error: a stream with a hole in it would be silently wrong."""
+        self.sync_output()
+        packed, failures = wire.pack_values({"item": item}, home=namespace, skip_failures=True)
+        if failures:
+            cause = failures["item"].cause
+            raise TypeError(f"a yielded {type(item).__name__} cannot be sent back: {type(cause).__name__}: {cause}")
+        if self.sender.scrubber.found_in(packed):
+            raise ValueError("a yielded item holds a secret value (--secret); secrets never leave the worker")
+        self.sender.emit(wire.Yield, value=packed)
 
     def _format(self, value: Any) -> dict[str, Any]:
         if self.display is not None:
@@ -236,7 +278,7 @@ _SHELL = WorkerShell()
 
 
 def _is_internal(tb: TracebackType) -> bool:
-    return tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+    return tb.tb_frame.f_code.co_filename.startswith((_PACKAGE_DIR, _ASYNCIO_DIR))
 
 
 def _register_sources(job: wire.Job) -> None:

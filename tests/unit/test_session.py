@@ -83,7 +83,8 @@ def test_a_cell_job_and_a_hand_built_job_take_the_same_path(registry: RunRegistr
     other = JobSpec(dataclasses.replace(template, header=wire.JobHeader(run_id="other-job", kind="call")), {}, {},
                     other_namespace)
     called = run(lambda keys: other, backend, registry, sink)
-    assert cell_namespace == {"x": 1, "y": 2} and other_namespace == {"y": 2}
+    # A call assigns no names: its Result is its return value (here none, as the fake's Result holds no "return").
+    assert cell_namespace == {"x": 1, "y": 2} and other_namespace == {} and called.returned is None
     assert cell.record.state is called.record.state is RunState.DONE and called.record.run_id == "other-job"
     assert [kind for kind, _ in sink.outputs] == ["stdout", "stdout"]
     assert session._ACTIVE == {}
