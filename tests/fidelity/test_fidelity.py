@@ -22,9 +22,10 @@ NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=[p.stem for p in NOTEBOOK_PATHS])
-def test_notebook_matches_under_thither(path: Path) -> None:
+def test_notebook_matches_under_thither(path: Path, request: pytest.FixtureRequest) -> None:
     report = run_notebook(path)
     REPORTS.append(report)
+    request.config.fidelity_reports = [*getattr(request.config, "fidelity_reports", []), report]
     report.write_json()
     if report.not_run:
         pytest.skip(f"{report.name}: {report.not_run}")
