@@ -49,8 +49,9 @@ class Pickler(cloudpickle.Pickler):
     """cloudpickle, except that open files are refused, code objects keep the file name and lines they were
     compiled from, and values stay tied to their namespace (:mod:`mini_magic.namespace_pickling`): functions whose
     globals are ``home`` are rebuilt in the receiver's namespace (with the globals they read when
-    ``ship_globals``), objects in ``known`` (id -> name) travel as references to the receiver's own objects, and
-    library classes travel by reference.
+    ``ship_globals``), objects in ``known`` (id -> name) travel as references to the receiver's own objects, those
+    in ``changed`` as in-place updates of them, numpy views of ``arrays`` (and of the values packed by name) stay
+    views, and library classes travel by reference.
 
     A remote traceback finds the source of a notebook function through its code object's ``co_filename`` (the
     cell's ``<ipython-input-…>`` name, whose text travels in :attr:`Job.linecache`). How cloudpickle rebuilds a code
