@@ -21,6 +21,7 @@ from .. import wire
 from ..scrub import Scrubber
 from .bootstrap import start_worker
 from .runner import Worker
+from .shell import default_login_shell
 
 END_OF_RUN = (-1, 0, 1, b"")
 ITEM_BYTES = 900_000  # below Modal's 1 MiB per queue item, with room for the item's own framing
@@ -112,6 +113,7 @@ class _Container:
 
     def __init__(self) -> None:
         self.scrubber = Scrubber()
+        default_login_shell()
         fallback = os.dup(2)  # the runtime's own log stays where Modal collects it
         # Between runs events have no reader: a run connects its queue below.
         self.worker: Worker = start_worker(lambda events: None, self.scrubber, fallback)

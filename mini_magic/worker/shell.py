@@ -14,11 +14,12 @@ IPython does and run the command the way ipykernel does on posix (IPython 8.12 t
   come back as an ``SList`` and ``_exit_code`` is left alone.
 - A command ending in ``&`` is refused with ``OSError``, as IPython refuses it.
 
-The shell is ``$SHELL`` as the worker sees it: a local worker inherits the kernel's environment, so it is the
-kernel's shell. A Modal container usually has no ``$SHELL`` (and the kernel's, say macOS's ``/bin/zsh``, need not
-exist there), so the worker falls back to ``bash``, what ``$SHELL`` is on nearly every Linux Jupyter, and to ``sh``
-only where there is no bash. ipykernel's environment for commands (``PAGER=cat`` and its colour settings) is added
-where the worker's environment does not set those variables, so that e.g. ``!git log`` does not wait in a pager.
+The shell is IPython's: ``$SHELL`` as the worker sees it, else ``sh``, looked up on PATH. A local worker inherits
+the kernel's environment, so it is exactly the kernel's shell (``sh``, often dash, where the kernel has no
+``$SHELL``, as in many containers and CI jobs). A Modal container has no login shell: its entry point
+(:mod:`.modal`) sets ``$SHELL`` to ``bash`` there when the image has bash, what ``$SHELL`` is on nearly every Linux
+Jupyter. ipykernel's environment for commands (``PAGER=cat`` and its colour settings) is added where the worker's
+environment does not set those variables, so that e.g. ``!git log`` does not wait in a pager.
 
 An interrupt ends the command as ipykernel does (a ``^C`` typed on its terminal, what it prints in the next 0.2 s
 is shown, then it is killed) and then, unlike in the kernel, ends the cell: the kernel stops the run.
@@ -145,15 +146,23 @@ def _namespace_of(frame: Any) -> dict[str, Any]:
 
 
 def shell_path(environ: Mapping[str, str] | None = None) -> str:
-    """The shell commands run in: ``$SHELL`` (looked up on PATH like pexpect does), else bash, else sh."""
+    """The shell commands run in, as IPython picks it: ``$SHELL``, else ``sh``, looked up on PATH."""
     environ = os.environ if environ is None else environ
-    path = environ.get("PATH") or os.defpath
-    for candidate in (environ.get("SHELL"), "bash", "sh"):
-        if candidate:
-            found = shutil.which(candidate, path=path)
-            if found:
-                return found
-    return "/bin/sh"
+    name = environ.get("SHELL", "sh")
+    found = shutil.which(name, path=environ.get("PATH") or os.defpath)
+    if found is None:
+        raise OSError(f'"{name}" shell not found')  # IPython's message
+    return found
+
+
+def default_login_shell(environ: dict[str, str] | None = None) -> None:
+    """Where no ``$SHELL`` is set (a Modal container), make it bash when there is one: commands then get the
+    shell they get in a Linux Jupyter rather than the image's bare ``sh``."""
+    environ = os.environ if environ is None else environ
+    if "SHELL" not in environ:
+        bash = shutil.which("bash", path=environ.get("PATH") or os.defpath)
+        if bash:
+            environ["SHELL"] = bash
 
 
 def command_environment() -> dict[str, str]:

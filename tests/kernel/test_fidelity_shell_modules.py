@@ -8,6 +8,7 @@ without its import running in the kernel, and is imported on first use.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,8 +41,8 @@ CAPTURED = "x = !ls /nonexistent; test -t 1 || echo piped; exit 4"
 
 
 def test_shell_lines_run_like_the_kernels(run_notebook):
-    """Same shell (bash syntax works), stderr merged into stdout in write order, same exit codes, a terminal for `!`,
-    pipes and merged stderr for `x = !`: what the normal cell prints, the thither cell prints."""
+    """Same shell (bash syntax works under SHELL=bash), stderr merged into stdout in write order, same exit codes, a
+    terminal for `!`, pipes and merged stderr for `x = !`: what the normal cell prints, the thither cell prints."""
     cells = run_notebook([
         BASH_AND_ERRORS,
         thither(BASH_AND_ERRORS),
@@ -56,7 +57,7 @@ def test_shell_lines_run_like_the_kernels(run_notebook):
         "_exit_code = 'before'",
         thither(CAPTURED),
         "print(type(x).__module__, type(x).__name__, list(x), _exit_code)",
-    ], timeout=120)
+    ], timeout=120, env={"SHELL": shutil.which("bash")})
     normal, remote = streams(cells[0]), streams(cells[1])
     assert normal[0].endswith("ok\r\n") and normal[1] == "", normal  # what a normal cell gives, for the record
     assert remote == normal
@@ -74,6 +75,16 @@ def test_shell_lines_run_like_the_kernels(run_notebook):
     ok(cells[10])
     ok(cells[11])
     assert streams(cells[12])[0] == normal
+
+
+def test_without_shell_both_use_sh(run_notebook, monkeypatch):
+    """A kernel with no $SHELL (many containers, CI jobs) runs `!` lines in `sh`: so does the thither cell."""
+    monkeypatch.delenv("SHELL", raising=False)
+    line = "!echo $$0; " + BASH_AND_ERRORS[1:]
+    cells = run_notebook([line, thither(line)])
+    normal, remote = streams(cells[0]), streams(cells[1])
+    assert normal[0].startswith(f"{shutil.which('sh')}\r\n"), normal
+    assert remote == normal
 
 
 def test_a_command_ending_in_ampersand_is_refused_as_in_the_kernel(run_notebook):

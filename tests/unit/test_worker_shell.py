@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from IPython.utils.text import DollarFormatter
 
-from mini_magic.worker.shell import SList, WorkerShell, exit_code, expand, shell_path
+from mini_magic.worker.shell import SList, WorkerShell, default_login_shell, exit_code, expand, shell_path
 from tests.polling import wait_until
 
 NAMESPACE = {"who": "world", "num": 3, "lst": [1, 2, 3, 4], "d": {"k": "v"}}
@@ -31,14 +32,29 @@ def test_expansion_is_ipythons(command):
     assert expand(command, {**NAMESPACE, "__builtins__": __builtins__}) == expected
 
 
-def test_the_shell_is_shell_then_bash_then_sh(tmp_path: Path):
+def test_the_shell_is_ipythons_choice(tmp_path: Path):
+    """$SHELL, else sh, on PATH; a shell that is not there is IPython's OSError."""
     path = os.environ["PATH"]
     assert shell_path({"SHELL": "/bin/sh", "PATH": path}) == "/bin/sh"
-    bash = shell_path({"PATH": path})
-    assert os.path.basename(bash) == "bash"
-    assert shell_path({"SHELL": "/no/such/shell", "PATH": path}) == bash
+    assert os.path.basename(shell_path({"SHELL": "bash", "PATH": path})) == "bash"
     (tmp_path / "sh").symlink_to("/bin/sh")
+    (tmp_path / "bash").symlink_to(shutil.which("bash"))
     assert shell_path({"PATH": str(tmp_path)}) == str(tmp_path / "sh")
+    with pytest.raises(OSError, match='"/no/such/shell" shell not found'):
+        shell_path({"SHELL": "/no/such/shell", "PATH": path})
+
+
+def test_a_container_without_shell_gets_bash_and_a_set_shell_is_kept(tmp_path: Path):
+    (tmp_path / "bash").symlink_to(shutil.which("bash"))
+    environ = {"PATH": str(tmp_path)}
+    default_login_shell(environ)
+    assert environ["SHELL"] == str(tmp_path / "bash")
+    environ = {"PATH": str(tmp_path), "SHELL": "/bin/zsh"}
+    default_login_shell(environ)
+    assert environ["SHELL"] == "/bin/zsh"
+    environ = {"PATH": str(tmp_path / "nowhere")}
+    default_login_shell(environ)
+    assert "SHELL" not in environ
 
 
 def test_exit_codes_follow_ipython():
