@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Thither": "mini_magic.config",
+    "thither": "mini_magic.functions",
+    "gather": "mini_magic.functions",
+    "FunctionCall": "mini_magic.call_modes",
     "hither": "mini_magic.callbacks",
     "live_plot": "mini_magic.live",
     "progress": "mini_magic.live",

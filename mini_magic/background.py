@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .errors import RunCancelled, explain_interrupt, explain_missing_name
@@ -20,7 +21,7 @@ from .outcome import Outcome, assign
 from .routing import ROUTE, install
 from .runs import RegistryClosed, RunRecord, RunState
 from .session import ActiveRun, abandon, drain, end_run, prepare_job, request_cancel, start_run
-from .sinks import OutputSink, PanelSink, TerminalSink
+from .sinks import OutputSink, PanelSink, StreamSink, TerminalSink
 from .ui import RunPanel, describe
 
 _TICK = 0.5
@@ -28,6 +29,8 @@ _TICK = 0.5
 
 class Run:
     """Handle of a background run: ``state``, ``elapsed``, ``wait()``, ``result()``, ``cancel()``, ``assign()``."""
+
+    announce_end = True  # without a panel, say on the terminal how the run ended (the prompt has moved on)
 
     def __init__(self, active: ActiveRun, panel: RunPanel | None, namespace: dict[str, Any], name: str | None,
                  grace: float) -> None:
@@ -65,7 +68,8 @@ class Run:
             self._outcome = Outcome(RunState.FAILED, exc)
         error = self._outcome.error
         if error is not None:
-            explain_missing_name(error, self._namespace, self._active.job.closure.names)  # in place: result() too
+            if self._active.job.header.kind == "cell":  # its hint is about a cell's names (--in)
+                explain_missing_name(error, self._namespace, self._active.job.closure.names)  # in place: result() too
             self._active.sink.stderr(_error_text(error))
         elif self._outcome.trailing:
             self._active.sink.show_value(self._outcome.trailing[0], self._outcome.trailing_bundle,
@@ -74,7 +78,7 @@ class Run:
             self._active.sink.show_bundle(self._outcome.trailing_bundle, self._outcome.trailing_metadata)
         if panel is not None:
             panel.update(self.record)
-        else:
+        elif self.announce_end:
             self._active.sink.stderr(f"background run {self.label}: {describe(self.record)}\n")
         self._done.set()
 
@@ -148,7 +152,18 @@ def _error_text(error: BaseException) -> str:
 
 def start_background(source: str, namespace: dict[str, Any], options: Any, *, shell: Any, backend: Any,
                      registry: Any, context: CellContext, name: str | None, grace: float) -> Run:
-    """Submit a background run and display its panel in the current cell (on the main thread).
+    """Submit a ``%%thither --bg`` cell and display its panel in the current cell (on the main thread)."""
+    context = dataclasses.replace(context, background=True)
+    return start_background_job(lambda secret_keys: build_job(source, namespace, options, context, secret_keys),
+                                options, shell=shell, backend=backend, registry=registry, context=context, name=name,
+                                grace=grace)
+
+
+def start_background_job(build: Callable[[tuple[str, ...]], JobSpec], options: Any, *, shell: Any, backend: Any,
+                         registry: Any, context: CellContext, name: str | None, grace: float,
+                         handle: type[Run] = Run) -> Run:
+    """Submit any job as a background run (a ``--bg`` cell, a ``.spawn`` call): its panel shows in the current cell
+    where widgets can render, else its output goes to the terminal (``shell`` None: a plain script's stdout).
 
     An interrupt of the cell while the run is being started cancels that run (its drainer still ends its record)
     and is raised once the run has its handle, so nothing is left without an owner.
@@ -157,15 +172,14 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
     run: Run | None = None
     try:
         with InterruptGate() as gate:
-            spec = prepare_job(lambda secret_keys: build_job(source, namespace, options, context, secret_keys),
-                               options, backend=backend, cwd=context.cwd, gate=gate)
+            spec = prepare_job(build, options, backend=backend, cwd=context.cwd, gate=gate)
             if not context.widgets:
-                active = start_run(spec, options, backend=backend, registry=registry, sink=TerminalSink(shell),
-                                   context=context)
-                run = Run(active, None, namespace, name, grace)
+                sink: OutputSink = TerminalSink(shell) if shell is not None else StreamSink()
+                active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context)
+                run = handle(active, None, spec.namespace, name, grace)
             else:
                 run = _start_with_panel(spec, options, shell=shell, backend=backend, registry=registry,
-                                        context=context, name=name, grace=grace)
+                                        context=context, name=name, grace=grace, handle=handle)
             if gate.held:
                 run.cancel()
     except KeyboardInterrupt as exc:
@@ -176,7 +190,7 @@ def start_background(source: str, namespace: dict[str, Any], options: Any, *, sh
 
 
 def _start_with_panel(spec: JobSpec, options: Any, *, shell: Any, backend: Any, registry: Any, context: CellContext,
-                      name: str | None, grace: float) -> Run:
+                      name: str | None, grace: float, handle: type[Run]) -> Run:
     import ipywidgets
 
     install(shell)
@@ -196,4 +210,4 @@ def _start_with_panel(spec: JobSpec, options: Any, *, shell: Any, backend: Any, 
     except BaseException as exc:
         abandon(active, exc)
         raise
-    return Run(active, panel, spec.namespace, name, grace)
+    return handle(active, panel, spec.namespace, name, grace)

@@ -58,6 +58,11 @@ class ExtensionState:
 _STATE: dict[int, ExtensionState] = {}
 
 
+def state_of(shell: Any) -> ExtensionState | None:
+    """The extension's state in ``shell``; None where ``%load_ext mini_magic`` has not run."""
+    return _STATE.get(id(shell))
+
+
 def load(shell: Any) -> None:
     from .magics import ThitherMagics
 

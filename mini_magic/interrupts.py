@@ -79,3 +79,9 @@ class InterruptGate:
 
     def close(self) -> None:
         self._open = False
+
+    def take_held(self) -> bool:
+        """Whether an interrupt is held, which the caller now handles itself (e.g. by cancelling the run it has
+        just started): it will not be raised."""
+        held, self.held = self.held, False
+        return held

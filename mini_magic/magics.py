@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from ._ipykernel import current_execution_count
 from .errors import ThitherUsageError, explain_interrupt
 from .jobs import CellContext
 from .options import RunOptions, build_parser, run_options
+from .runtime import request_context
 from .session import run_cell, wait_detached
 from .ui import runs_table
 
@@ -70,21 +70,8 @@ class ThitherMagics(Magics):
         return None
 
     def _context(self, cell: str) -> CellContext:
-        parent: dict[str, Any] = {}
-        kernel = getattr(self.shell, "kernel", None)
-        if kernel is not None:
-            try:
-                parent = kernel.get_parent() or {}
-            except Exception:  # noqa: BLE001 - no parent outside a kernel request
-                parent = {}
         first = next((line.strip() for line in cell.splitlines() if line.strip()), "")
-        return CellContext(
-            cell_id=(parent.get("metadata") or {}).get("cellId"),
-            msg_id=(parent.get("header") or {}).get("msg_id"),
-            execution_count=current_execution_count(self.shell),
-            label=first[:80] or None,
-            widgets=kernel is not None,  # a terminal IPython has no frontend that could render a widget
-        )
+        return request_context(self.shell, label=first[:80] or None)
 
     def _line_command(self, line: str) -> None:
         words = line.split()

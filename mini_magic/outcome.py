@@ -50,13 +50,18 @@ def interpret(terminal: wire.Event, reason: str | None, options: RunOptions, *,
         interrupted._render_traceback_ = lambda: [message]  # type: ignore[attr-defined]
         return Outcome(RunState.CANCELLED, interrupted)
     if reason == "timeout":
+        if kind == "call":
+            return Outcome(RunState.FAILED, RunTimeout(
+                f"the call ran longer than its timeout of {options.timeout:g} s and was stopped. Give it more time "
+                "with @thither(timeout=SECONDS) (or %config Thither.timeout)."))
         return Outcome(RunState.FAILED, RunTimeout(
             f"the cell ran longer than its timeout of {options.timeout:g} s and was stopped; nothing was assigned. "
             "Give it more time with --timeout SECONDS (or %config Thither.timeout)."
         ))
     if reason == "cancel" or isinstance(terminal, wire.Cancelled):
         why = terminal.reason if isinstance(terminal, wire.Cancelled) else "cancelled"
-        return Outcome(RunState.CANCELLED, RunCancelled(f"the run was cancelled ({why}); nothing was assigned."))
+        nothing = "nothing was returned" if kind == "call" else "nothing was assigned"
+        return Outcome(RunState.CANCELLED, RunCancelled(f"the run was cancelled ({why}); {nothing}."))
     if isinstance(terminal, wire.WorkerExited):
         return Outcome(RunState.FAILED, WorkerCrashed(describe_exit(terminal.returncode, terminal.log_tail)))
     if isinstance(terminal, wire.Error):

@@ -91,13 +91,41 @@ class ActiveRun:
 _ACTIVE: dict[str, ActiveRun] = {}
 
 
+_GROUPS: dict[str, threading.Event] = {}  # runs made of several runs (a .map): their cancel, by run id
+
+
 def request_cancel(run_id: str) -> bool:
     """Ask an active run to stop (from a comm handler, a button, another thread). False if it is not active."""
     active = _ACTIVE.get(run_id)
-    if active is None:
+    cancel = active.cancel if active is not None else _GROUPS.get(run_id)
+    if cancel is None:
         return False
-    active.cancel.set()
+    cancel.set()
     return True
+
+
+class DelayedPanel:
+    """A foreground run's panel in the cell, shown once the run has gone on for ``PANEL_DELAY`` seconds (a quick
+    run shows none) and updated on every :meth:`tick` after that."""
+
+    def __init__(self, registry: Any, run_id: str, started: float, *, show: bool) -> None:
+        self.registry = registry
+        self.run_id = run_id
+        self.started = started
+        self.show = show
+        self.panel: Any = None
+
+    def tick(self) -> None:
+        record = self.registry.get(self.run_id)
+        if record is None:
+            return
+        if self.panel is None and self.show and time.monotonic() - self.started >= PANEL_DELAY:
+            from .ui import RunPanel
+
+            self.panel = RunPanel(record, on_cancel=lambda: request_cancel(self.run_id), background=False)
+            self.panel.show()
+        elif self.panel is not None:
+            self.panel.update(record)
 
 
 def prepare_job(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend, cwd: str,
@@ -153,6 +181,69 @@ def start_run(
     return active
 
 
+class Drainer:
+    """One run's drain, a step at a time: :func:`drain` loops over it for one run; a caller that drains several runs
+    on one thread (a ``.map``) or between awaits (an ``async def`` function) steps each in turn.
+
+    A step waits up to ``wait`` seconds for events with ``gate`` open (see :func:`drain`), dispatches them, and
+    stops the run on its cancel or timeout, killing it ``grace`` seconds later. It returns the terminal event once
+    it is there. :meth:`interrupted` is what a KeyboardInterrupt caught around a step does: ask the worker to stop,
+    and on a second one kill it.
+    """
+
+    def __init__(self, active: ActiveRun, *, grace: float) -> None:
+        self.active = active
+        self.grace = grace
+        timeout = active.options.timeout
+        self.deadline = active.started + timeout if timeout else None
+        self.reason: str | None = None
+        self.kill_at: float | None = None
+        self.pending: deque[wire.Event] = deque()
+
+    def stop(self, why: str) -> None:
+        """Ask the run to stop (``why``: interrupt, cancel, timeout); it is killed ``grace`` seconds later."""
+        self.reason = why
+        self.active.handle.cancel()
+        self.kill_at = time.monotonic() + self.grace
+
+    def interrupted(self) -> None:
+        if self.reason != "interrupt":
+            self.stop("interrupt")
+        else:
+            self.active.handle.kill()
+
+    def step(self, wait: float, gate: InterruptGate) -> wire.Event | None:
+        active, handle, pending = self.active, self.active.handle, self.pending
+        if not pending:
+            if wait > 0:
+                gate.open()
+                try:
+                    handle.wait(wait)
+                finally:
+                    gate.close()
+            pending.extend(handle.next_events(0))
+        while pending:
+            if pending[0].terminal:
+                active.sink.flush()
+                return pending.popleft()
+            event = pending.popleft()
+            if isinstance(event, (wire.HitherCalls, wire.Yield)):  # user code: the user may need to stop it
+                gate.open()
+            try:
+                dispatch(event, active)
+            finally:
+                gate.close()
+        now = time.monotonic()
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
+            handle.kill()
+        elif self.reason is None and active.cancel.is_set():
+            self.stop("cancel")
+        elif self.reason is None and self.deadline is not None and now >= self.deadline:
+            self.stop("timeout")
+        return None
+
+
 def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None = None,
           gate: InterruptGate | None = None) -> tuple[wire.Event, str | None]:
     """Dispatch events until a terminal one; returns it and why we stopped the run ourselves, if we did.
@@ -166,54 +257,16 @@ def drain(active: ActiveRun, *, grace: float, on_tick: Callable[[], None] | None
     the terminal event is returned.
     """
     gate = gate or InterruptGate()  # off the main thread (a background run's drainer) it does nothing
-    handle = active.handle
-    timeout = active.options.timeout
-    deadline = active.started + timeout if timeout else None
-    reason: str | None = None
-    kill_at: float | None = None
-    pending: deque[wire.Event] = deque()
-
-    def stop(why: str) -> None:
-        nonlocal reason, kill_at
-        reason = why
-        handle.cancel()
-        kill_at = time.monotonic() + grace
-
+    drainer = Drainer(active, grace=grace)
     while True:
         try:
-            if not pending:
-                gate.open()
-                try:
-                    handle.wait(0.1)
-                finally:
-                    gate.close()
-                pending.extend(handle.next_events(0))
-            while pending:
-                if pending[0].terminal:
-                    active.sink.flush()
-                    return pending.popleft(), reason
-                event = pending.popleft()
-                if isinstance(event, (wire.HitherCalls, wire.Yield)):  # user code: the user may need to stop it
-                    gate.open()
-                try:
-                    dispatch(event, active)
-                finally:
-                    gate.close()
-            now = time.monotonic()
-            if kill_at is not None and now >= kill_at:
-                kill_at = None
-                handle.kill()
-            elif reason is None and active.cancel.is_set():
-                stop("cancel")
-            elif reason is None and deadline is not None and now >= deadline:
-                stop("timeout")
+            terminal = drainer.step(0.1, gate)
+            if terminal is not None:
+                return terminal, drainer.reason
             if on_tick is not None:
                 on_tick()
         except KeyboardInterrupt:  # raised where the gate was open; raising closed it
-            if reason != "interrupt":
-                stop("interrupt")
-            else:
-                handle.kill()
+            drainer.interrupted()
 
 
 def dispatch(event: wire.Event, active: ActiveRun) -> None:
@@ -355,26 +408,14 @@ def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOpt
     active = start_run(spec, options, backend=backend, registry=registry, sink=sink, context=context,
                        on_yield=on_yield)
     namespace = spec.namespace
-    panel: Any = None
-
-    def tick() -> None:
-        nonlocal panel
-        if panel is None and show_panel and context.widgets and time.monotonic() - active.started >= PANEL_DELAY:
-            from .ui import RunPanel
-
-            panel = RunPanel(active.record, on_cancel=lambda: request_cancel(active.run_id), background=False)
-            panel.show()
-        elif panel is not None:
-            panel.update(active.record)
-
+    panel = DelayedPanel(active.registry, active.run_id, active.started, show=show_panel and context.widgets)
     try:
-        terminal, reason = drain(active, grace=interrupt_grace, on_tick=tick, gate=gate)
+        terminal, reason = drain(active, grace=interrupt_grace, on_tick=panel.tick, gate=gate)
     except BaseException as exc:
         abandon(active, exc)
         raise
     outcome = end_run(active, terminal, reason)
-    if panel is not None:
-        panel.update(active.record)
+    panel.tick()
     if outcome.error is not None:
         if active.job.header.kind == "cell":  # its hint is about a cell's names (--in)
             raise explain_missing_name(outcome.error, namespace, active.job.closure.names)

@@ -158,3 +158,67 @@ class ListSink:
 
     def flush(self) -> None:
         pass
+
+
+class StreamSink:
+    """A run's output in a process without IPython (a plain script calling ``@thither`` functions): text written to
+    ``sys.stdout``/``sys.stderr`` as it arrives, displays and results as their ``text/plain``."""
+
+    def stdout(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def stderr(self, text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any], display_id: str | None, update: bool) -> None:
+        self.show_bundle(data, metadata)
+
+    def clear_output(self, wait: bool) -> None:
+        pass
+
+    def show_value(self, value: Any, data: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None) -> None:
+        self.show_bundle(data or {"text/plain": repr(value)}, metadata)
+
+    def show_bundle(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        text = data.get("text/plain")
+        if text:
+            self.stdout(str(text) + "\n")
+
+    def flush(self) -> None:
+        pass
+
+
+class LineSink:
+    """One of several concurrent runs writing into one sink (the items of a ``.map``): their text is passed on in
+    whole lines, so that two items' prints never mix within a line; what is left of a line goes on at
+    :meth:`flush` (the run's end). Everything else goes straight through."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self._sink = sink
+        self._partial = {"stdout": "", "stderr": ""}
+
+    def _write(self, stream: str, text: str) -> None:
+        text = self._partial[stream] + text
+        cut = text.rfind("\n") + 1
+        self._partial[stream] = text[cut:]
+        if cut:
+            getattr(self._sink, stream)(text[:cut])
+
+    def stdout(self, text: str) -> None:
+        self._write("stdout", text)
+
+    def stderr(self, text: str) -> None:
+        self._write("stderr", text)
+
+    def flush(self) -> None:
+        for stream, text in self._partial.items():
+            if text:
+                self._partial[stream] = ""
+                getattr(self._sink, stream)(text)
+        self._sink.flush()
+
+    def __getattr__(self, name: str) -> Any:  # display, clear_output, show_value, show_bundle
+        return getattr(self._sink, name)

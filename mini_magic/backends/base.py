@@ -35,6 +35,9 @@ class RunHandle(ABC):
 
     run_id: str
     remote_id: str | None = None  # the backend's own id of the run (e.g. a Modal FunctionCall id), for reattach
+    # Set by a caller that waits on many runs at once (a ``.map``): a handle that can, sets it when events arrive.
+    # One that never does is still drained; its caller then notices new events only at its next poll.
+    doorbell: threading.Event | None = None
 
     @abstractmethod
     def next_events(self, timeout: float) -> list[Event]:
@@ -69,6 +72,9 @@ class QueuedRunHandle(RunHandle):
         with self._ready:
             self._queued.append(event)
             self._ready.notify_all()
+        doorbell = self.doorbell
+        if doorbell is not None:
+            doorbell.set()
 
     def wait(self, timeout: float) -> bool:
         with self._ready:
@@ -113,6 +119,10 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, job: Job, options: RunOptions) -> RunHandle:
         """Start (or queue) the run and return at once."""
+
+    def fan_out(self, options: RunOptions) -> int:
+        """How many runs of one ``.map`` to keep submitted at once: further items are submitted as runs end."""
+        return 8
 
     def attach(self, remote_id: str, run_id: str) -> RunHandle:
         """Follow a detached run (``--detach``) that an earlier kernel started, by the backend's own id of it: only

@@ -44,6 +44,9 @@ def _modal() -> Any:
     return modal
 
 
+MAP_CALLS_IN_FLIGHT = 32
+
+
 class ModalRun(QueuedRunHandle):
     """Events from the run's queue partition, then the terminal event from the function call's return value."""
 
@@ -268,6 +271,11 @@ class ModalBackend(Backend):
         frames = [bytes(f) for f in wire.encode_job(job)]
         call = bound.spawn(frames, self._queue, run_id, volumes)
         return ModalRun(call, self._queue, run_id, run_id)
+
+    def fan_out(self, options: RunOptions) -> int:
+        """Spawned calls in flight for one ``.map``: Modal scales containers out to serve them (each call here costs
+        two threads that follow its events and result)."""
+        return MAP_CALLS_IN_FLIGHT
 
     def attach(self, remote_id: str, run_id: str) -> ModalRun:
         """Follow a detached run started by an earlier kernel: only its result (live events are gone)."""

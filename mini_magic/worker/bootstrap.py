@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..scrub import Scrubber
 from ..wire import Event
-from . import display, tqdm_mirror
+from . import context, display, tqdm_mirror
 from .output import EventSender, OutputCapture
 from .runner import Worker
 
@@ -25,6 +25,7 @@ def start_worker(send: Callable[[list[Event]], None], scrubber: Scrubber, log_fd
     """A Worker whose events go to ``send`` (see :meth:`EventSender.connect` to change it per run) and whose
     process output is captured; ``read_fds`` are the kernel's ends of the pipes behind fds 1 and 2, when it keeps
     them (see OutputCapture). Call once per process: the capture and the hooks are process-wide."""
+    context.mark_worker_process()
     sender = EventSender(send, scrubber)
     capture = OutputCapture(sender, log_fd, read_fds)
     worker = Worker(sender, capture)

@@ -40,8 +40,21 @@ class RunContext:
 
 
 _current: RunContext | None = None
+_worker_process = False
 _reported: set[str] = set()
 _reported_lock = threading.Lock()
+
+
+def mark_worker_process() -> None:
+    """Called once by :func:`.bootstrap.start_worker`: this process runs jobs (so a ``@thither`` function called
+    here runs here, never as a new remote submission)."""
+    global _worker_process
+    _worker_process = True
+
+
+def in_worker() -> bool:
+    """Whether this process is a mini_magic worker (local process or Modal container), from any thread."""
+    return _worker_process
 
 
 def current() -> RunContext | None:

@@ -341,6 +341,8 @@ def test_interrupting_a_foreground_cell_leaves_background_runs_alone(live_kernel
             time.sleep(0.2)
         counted = 15
     """))) == ""
+    # the interrupt must find the run going (its worker may still be starting on a loaded machine)
+    assert ok(kernel.run("for _ in range(400):\n    if job.state != 'queued': break\n    time.sleep(0.05)")) == ""
     msg_id = kernel.submit("print('fg sleeping', flush=True)\ntime.sleep(30)")
     kernel.wait_for_stdout(msg_id, "fg sleeping", timeout=20)
     time.sleep(0.5)

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import ThitherUsageError
 from ...options import RunOptions
 from ...wire import Cancelled, Event, Job, encode_job
 from ..base import Backend, QueuedRunHandle
@@ -76,6 +75,10 @@ class LocalBackend(Backend):
     def from_config(cls, config: Any, shell: Any = None) -> LocalBackend:
         return cls(max_workers=config.max_workers, prewarm=config.prewarm)
 
+    def fan_out(self, options: RunOptions) -> int:
+        """One run per worker process the pool may have: more would only wait in the pool's queue."""
+        return self.pool.max_workers
+
     def profile(self, options: RunOptions, cwd: str | None = None) -> WorkerProfile:
         """The worker's whole start-up environment: secrets enter here, in the process environment only."""
         environ = {**os.environ, **gpu_environment(options.gpu), **options.env}
@@ -87,8 +90,6 @@ class LocalBackend(Backend):
         return WorkerProfile.from_env({**environ, **secrets}, secret_keys=tuple(secrets))
 
     def prepare(self, options: RunOptions) -> None:
-        if options.extra.get("detach"):
-            raise ThitherUsageError("--detach needs --backend modal: local workers end with the kernel.")
         if options.gpu:
             gpu_count(options.gpu)
         for name, path in options.volumes:
