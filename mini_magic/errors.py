@@ -51,10 +51,24 @@ class CaptureError(ThitherUsageError):
         self.type_name = type_name
         self.reason = reason
         self.fix = fix
-        super().__init__(
-            f"cannot send variable {name!r} ({type_name}) to the worker: {reason}. {fix} "
-            "Nothing ran and the notebook namespace is unchanged."
-        )
+        if name.startswith(("args[", "kwargs[")):  # a call's argument (wire.call_values names them so)
+            fix = fix.replace("inside the cell", "inside the function")
+            message = f"cannot send argument {name} ({type_name}) to the worker: {reason}. {fix} Nothing ran."
+        else:
+            message = (f"cannot send variable {name!r} ({type_name}) to the worker: {reason}. {fix} "
+                       "Nothing ran and the notebook namespace is unchanged.")
+        super().__init__(message)
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback, as the ``__cause__`` of a rebuilt remote exception: what a plain Python traceback
+    (a script, a test) shows above the exception; IPython shows the exception's own rendering instead."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]).rstrip("\n")
 
 
 class ProtocolMismatch(MiniMagicError):

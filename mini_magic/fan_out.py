@@ -138,7 +138,8 @@ class _Map:
                     specs.append(build_call_job(self.function.function, args, kwargs, setup.options, setup.context,
                                                 keys))
                 except MiniMagicError as exc:
-                    raise type(exc)(f"{self.name}, item {index}: {exc}") from None
+                    exc.args = (f"{self.name}, item {index}: {exc}",)
+                    raise
             return specs
         except KeyboardInterrupt as exc:
             raise explain_interrupt(exc, f"interrupted while {self.name}'s calls were being prepared; nothing ran."

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import figure_formats, library_settings, module_return, wire
 from .options import RunOptions
-from .errors import RemoteError, RunCancelled, RunFailed, RunTimeout, WorkerCrashed, render_remote_traceback
+from .errors import RemoteError, RemoteTraceback, RunCancelled, RunFailed, RunTimeout, WorkerCrashed, render_remote_traceback
 from .runs import RunState
 
 
@@ -131,6 +131,8 @@ def rebuild_exception(error: wire.Error) -> BaseException:
         exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
     except AttributeError:
         return RemoteError(error.type_name, error.message, error.traceback)
+    if exc.__cause__ is None and error.traceback:
+        exc.__cause__ = RemoteTraceback(error.traceback)
     return exc
 
 
