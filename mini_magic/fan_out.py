@@ -12,16 +12,14 @@ Results come back in input order. The first item that fails stops the map (no it
 flight are cancelled) and its error is raised, saying how many items had finished; with ``return_exceptions=True``
 every item runs and a failed item's place holds its exception.
 
-Inside a worker the items run in this process, on threads (see :func:`map_here`): the worker is the remote side.
+Inside a worker the items run in that worker, on threads (mini_magic.worker.threads): it is the remote side.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import session, wire
@@ -32,7 +30,6 @@ from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
 from .session import DelayedPanel, Drainer, abandon, end_run
 from .sinks import LineSink
-from .worker.context import in_worker
 
 if TYPE_CHECKING:
     from .functions import ThitherFunction
@@ -103,8 +100,6 @@ def run_map(function: ThitherFunction, calls: list[tuple[tuple[Any, ...], dict[s
         raise ThitherUsageError(f"{name}: {function.__qualname__} is a generator function and map() collects "
                                 f"return values; iterate {function.__qualname__}(x) for each x, or .spawn(x) them and "
                                 "read each call's .stream().")
-    if in_worker():
-        return map_here(function, calls, return_exceptions)
     if not calls:
         return []
     return _Map(function, calls, return_exceptions).run()
@@ -270,26 +265,3 @@ class _Map:
 def _add_note(exc: BaseException, note: str) -> None:
     if hasattr(exc, "add_note"):  # Python 3.11+
         exc.add_note(note)
-
-
-def map_here(function: ThitherFunction, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-             return_exceptions: bool) -> list[Any]:
-    """A map called inside a worker: the items run in this process, on threads (the worker is already the remote
-    side; numpy, I/O and GPU work overlap there, pure Python shares the GIL)."""
-    fn = function.function
-
-    def one(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
-        try:
-            result = fn(*call[0], **call[1])
-            if inspect.iscoroutine(result):
-                import asyncio
-
-                result = asyncio.run(result)
-            return result
-        except Exception as exc:
-            if return_exceptions:
-                return exc
-            raise
-
-    with ThreadPoolExecutor(max_workers=min(32, len(calls) or 1, (os.cpu_count() or 1) + 4)) as pool:
-        return list(pool.map(one, calls))

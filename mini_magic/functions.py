@@ -82,26 +82,32 @@ class ThitherFunction:
         return self.function(*args, **kwargs)
 
     def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
-        """Start a call and return its handle at once: ``.result()``, ``.cancel()``, ``.state``, ``.stream()``."""
-        from .call_modes import spawn
-        from .errors import ThitherUsageError
-
+        """Start a call and return its handle at once: ``.result()``, ``.cancel()``, ``.state``, ``.stream()``.
+        Inside a worker the call runs on a thread of that worker (mini_magic.worker.threads)."""
         if in_worker():
-            raise ThitherUsageError(f"{self.__qualname__}.spawn(...) inside a worker: the worker runs one call at a "
-                                    "time; call the function directly (it runs here), or .map(...) over threads.")
+            from .worker.threads import LocalCall
+
+            return LocalCall(self.function, args, kwargs)  # type: ignore[return-value]
+        from .call_modes import spawn
+
         return spawn(self, args, kwargs)
 
     def map(self, *iterables: Any, return_exceptions: bool = False) -> list[Any]:
         """``[f(a, b) for a, b in zip(*iterables)]``, the calls fanned out; results in input order."""
-        from .fan_out import run_map
-
-        return run_map(self, [(args, {}) for args in zip(*iterables)], return_exceptions=return_exceptions)
+        return self._map([(args, {}) for args in zip(*iterables)], return_exceptions)
 
     def starmap(self, arguments: Any, return_exceptions: bool = False) -> list[Any]:
         """``[f(*args) for args in arguments]``, the calls fanned out; results in input order."""
+        return self._map([(tuple(args), {}) for args in arguments], return_exceptions)
+
+    def _map(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], return_exceptions: bool) -> list[Any]:
+        if in_worker():
+            from .worker.threads import map_here
+
+            return map_here(self.function, calls, return_exceptions)
         from .fan_out import run_map
 
-        return run_map(self, [(tuple(args), {}) for args in arguments], return_exceptions=return_exceptions)
+        return run_map(self, calls, return_exceptions=return_exceptions)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -134,11 +140,10 @@ class ThitherFunction:
 def gather(*calls: FunctionCall, timeout: float | None = None) -> list[Any]:
     """The results of spawned calls, in the order given; the first call (in that order) that failed raises its
     error (the others go on; cancel them with ``.cancel()``). ``timeout`` bounds the whole wait."""
-    from .call_modes import FunctionCall
-    from .errors import ThitherUsageError
-
     for call in calls:
-        if not isinstance(call, FunctionCall):
+        if not callable(getattr(call, "result", None)):
+            from .errors import ThitherUsageError
+
             raise ThitherUsageError(f"gather() takes the handles .spawn(...) returns, not {type(call).__name__}.")
     deadline = None if timeout is None else time.monotonic() + timeout
     results = []

@@ -46,8 +46,8 @@ def where():
 
 @thither(backend=BACKEND, timeout=120)
 def nested(n):
-    """A @thither call inside a worker runs in that worker; a map there fans out on threads."""
-    return [where() == os.getpid(), scaled.map(range(n))]
+    """A @thither call inside a worker runs in that worker; a map or spawn there runs on its threads."""
+    return [where() == os.getpid(), scaled.map(range(n)), gather(scaled.spawn(1), scaled.spawn(2))]
 
 
 @thither(backend=BACKEND, timeout=120)
@@ -197,7 +197,7 @@ def check_script(out: dict[str, Any], stdout: str, stderr: str) -> None:
     assert max(start for _, start, _ in spans) < min(end for _, _, end in spans), spans
     assert out["map_exceptions"] == ["0", "1", "2", "ValueError('bad 3')", "4", "5"]
     assert out["map_error"][:2] == ["ValueError", "bad 3"]
-    assert out["nested"] == [True, [0, 10, 20, 30, 40]]
+    assert out["nested"] == [True, [0, 10, 20, 30, 40], [10, 20]]
     name, message, text = out["error"]
     assert (name, message) == ("ValueError", "bad 3")
     assert 'raise ValueError(f"bad {x}")' in text and "script.py" in text  # the function's own source line
