@@ -50,6 +50,7 @@ class ItemRecords:
         self._records: dict[str, RunRecord] = {}
         self._lock = threading.Lock()
         self._reported = 0.0
+        self._map_started = False
 
     def create(self, *, backend: str, profile: dict, run_id: str | None = None, label: str | None = None,
                **_: Any) -> RunRecord:
@@ -65,8 +66,8 @@ class ItemRecords:
         return record
 
     def start_map(self, worker_pid: int | None = None) -> None:
-        map_record = self.registry.get(self.run_id)
-        if map_record is not None and map_record.state is RunState.QUEUED:
+        if not self._map_started:
+            self._map_started = True
             self.registry.start(self.run_id, worker_pid=worker_pid)
 
     def update(self, run_id: str, **fields: Any) -> RunRecord:
