@@ -155,7 +155,7 @@ def _stream(function: ThitherFunction, args: tuple[Any, ...], kwargs: dict[str, 
                 continue
             ended = True
             outcome = end_run(active, terminal, drainer.reason)
-            panel.tick()
+            panel.finish()
             if outcome.error is not None:
                 raise outcome.error
             return outcome.returned

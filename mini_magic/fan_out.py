@@ -167,7 +167,7 @@ class _Map:
                 session._GROUPS.pop(record.run_id, None)
                 bar.close_all()
             self._finish(items)
-            panel.tick()
+            panel.finish()
         return self._answer(items)
 
     def _drive(self, gate: InterruptGate, specs: list[Any], running: dict[int, Drainer], items: ItemRecords,

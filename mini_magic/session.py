@@ -127,6 +127,13 @@ class DelayedPanel:
         elif self.panel is not None:
             self.panel.update(record)
 
+    def finish(self) -> None:
+        """The run ended: a panel already shown gets its final state; none is shown now."""
+        if self.panel is not None:
+            record = self.registry.get(self.run_id)
+            if record is not None:
+                self.panel.update(record)
+
 
 def prepare_job(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend, cwd: str,
                 gate: InterruptGate) -> JobSpec:
@@ -415,7 +422,7 @@ def _run_foreground(build: Callable[[tuple[str, ...]], JobSpec], options: RunOpt
         abandon(active, exc)
         raise
     outcome = end_run(active, terminal, reason)
-    panel.tick()
+    panel.finish()
     if outcome.error is not None:
         if active.job.header.kind == "cell":  # its hint is about a cell's names (--in)
             raise explain_missing_name(outcome.error, namespace, active.job.closure.names)
