@@ -26,6 +26,7 @@ _REFUSED = {
     "bg": "call .spawn(...) to run it in the background",
     "name": "call .spawn(...) and keep the handle it returns",
     "detach": "detached runs are for %%thither --bg cells only",
+    "guard": "give guard objects or context manager functions with guards=[...]",
 }
 
 _parser: Any = None

@@ -8,6 +8,7 @@ defined shipped functions (so remote tracebacks show them).
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import importlib.util
 import linecache
 import os
@@ -150,7 +151,8 @@ def _local_spec(top: str, root: str) -> Any:
     if top in _ALWAYS_REMOTE or top in sys.builtin_module_names or top in sys.stdlib_module_names:
         return None
     try:
-        spec = importlib.util.find_spec(top)
+        # Under root first (the notebook's folder, an invoke's code_root, which need not be on sys.path here).
+        spec = importlib.machinery.PathFinder.find_spec(top, [root]) or importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
     if spec is None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import session, wire
 from .errors import MiniMagicError, ThitherUsageError, explain_interrupt
 from .interrupts import InterruptGate
-from .jobs import build_call_job, new_run_id
+from .jobs import new_run_id
 from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
 from .session import DelayedPanel, Drainer, abandon, end_run
@@ -131,8 +131,7 @@ class _Map:
             specs = []
             for index, (args, kwargs) in enumerate(self.calls):
                 try:
-                    specs.append(build_call_job(self.function.function, args, kwargs, setup.options, setup.context,
-                                                keys))
+                    specs.append(self.function.builder(setup, args, kwargs)(keys))
                 except MiniMagicError as exc:
                     exc.args = (f"{self.name}, item {index}: {exc}",)
                     raise

@@ -16,6 +16,7 @@ function's globals like any notebook function, and calls itself recursively in t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import reprlib
@@ -41,17 +42,18 @@ def thither(function: Callable[..., Any] | None = None, /, **options: Any) -> An
     ``volumes``, ``secrets``, and the backend's own, e.g. ``pip=["torch"]`` on Modal); what is not given comes from
     ``%config Thither`` and the environment when the function is called. An unknown option is refused here.
     """
-    from . import call_options
+    from . import call_options, guards
     from .config import Thither
     from .errors import ThitherUsageError
 
     owner = f"@thither({', '.join(options)})" if options else "@thither"
+    run_guards = [guards.make(g) for g in options.pop("guards", None) or ()]
     call_options.resolve(options, Thither(), owner)  # every check a cell's flags get, now
 
     def decorate(fn: Callable[..., Any]) -> ThitherFunction:
         if not callable(fn):
             raise ThitherUsageError(f"@thither decorates a function, not {type(fn).__name__}.")
-        return ThitherFunction(fn, options)
+        return ThitherFunction(fn, options, run_guards)
 
     return decorate(function) if function is not None else decorate
 
@@ -59,9 +61,15 @@ def thither(function: Callable[..., Any] | None = None, /, **options: Any) -> An
 class ThitherFunction:
     """A function whose calls run in a worker (see the module's docstring)."""
 
-    def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any], guards: list[Any] | None = None, *,
+                 cwd: str | None = None, imports: tuple[str, ...] = ()) -> None:
+        """``cwd`` and ``imports``: where the calls run and local modules to ship besides those the function
+        references (``invoke`` ships a file's module by name)."""
         self.function = function
         self.options = dict(options)
+        self.guards = list(guards or ())
+        self.cwd = cwd
+        self.imports = imports
         functools.update_wrapper(self, function)
 
     # -- how a call runs ----------------------------------------------------------------------------------
@@ -127,6 +135,8 @@ class ThitherFunction:
         if label is None:
             label = f"{self.__qualname__}({', '.join(_ARGS.repr(a) for a in args)})"[:80]
         context = runtimes.request_context(runtime.shell, label=label, hither_interval=backend.hither_interval)
+        if self.cwd is not None:
+            context = dataclasses.replace(context, cwd=self.cwd)
         return CallSetup(runtime, options, backend, context, runtime.config.interrupt_grace)
 
     def builder(self, setup: CallSetup, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -134,7 +144,7 @@ class ThitherFunction:
         from .jobs import build_call_job
 
         return lambda secret_keys: build_call_job(self.function, args, kwargs, setup.options, setup.context,
-                                                  secret_keys)
+                                                  secret_keys, run_guards=self.guards, imports=self.imports)
 
 
 def gather(*calls: FunctionCall, timeout: float | None = None) -> list[Any]:

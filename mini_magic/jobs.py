@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import library_settings, wire
+from . import guards, library_settings, wire
 from .capture import closure_values, imported_modules, local_module_sources, notebook_sources, pack_closure
 from .closure import StarImportError, analyze_cell
 from .errors import ThitherUsageError
@@ -72,8 +72,10 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
             "%%thither cell; run the magic in a normal cell."
         )
     values = closure_values(analysis, namespace, options.inputs, returned=options.out)
+    run_guards = guards.named(options.guards, namespace)
     run_id, count = new_run_id(), context.execution_count
-    return _build(values, namespace, options, context, secret_keys, wire.JobHeader(run_id=run_id), source=source,
+    return _build(values, namespace, options, context, secret_keys, wire.JobHeader(run_id=run_id), run_guards,
+                  source=source,
                   filename=f"<thither In[{count}]>" if count is not None else f"<thither {run_id}>",
                   first_line=context.first_line, imports=imported_modules(tree),
                   outputs=options.out,
@@ -84,12 +86,14 @@ def build_job(source: str, namespace: dict[str, Any], options: RunOptions, conte
 
 def build_call_job(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], options: RunOptions,
                    context: CellContext, secret_keys: tuple[str, ...] = (), *,
-                   namespace: dict[str, Any] | None = None) -> JobSpec:
+                   namespace: dict[str, Any] | None = None, run_guards: Sequence[Any] = (),
+                   imports: Sequence[str] = ()) -> JobSpec:
     """A call's Job: ``function(*args, **kwargs)`` in the worker, packed as a cell's closure is.
 
     ``namespace`` is where the function lives when it is the notebook's (its globals then travel with it and a
     function that comes back lives there); by default the function's globals when it was defined in ``__main__``
-    (a notebook cell), else none: a module's function travels by reference."""
+    (a notebook cell), else none: a module's function travels by reference. ``run_guards``: the function's own
+    guards (the global ones are added); ``imports``: local modules to ship besides those the values reference."""
     if not callable(function):
         raise ThitherUsageError(f"a call job needs a callable, not {type(function).__name__}")
     if namespace is None:
@@ -97,8 +101,8 @@ def build_call_job(function: Callable[..., Any], args: Sequence[Any], kwargs: di
         namespace = getattr(function, "__globals__", None) if main else None
     name = getattr(function, "__qualname__", type(function).__name__)
     return _build(wire.call_values(function, args, kwargs), namespace if namespace is not None else {}, options,
-                  context, secret_keys, wire.JobHeader(run_id=new_run_id(), kind="call"), source="",
-                  filename=f"<thither call {name}>", first_line=1, imports=set())
+                  context, secret_keys, wire.JobHeader(run_id=new_run_id(), kind="call"), list(run_guards),
+                  source="", filename=f"<thither call {name}>", first_line=1, imports=set(imports))
 
 
 def new_run_id() -> str:
@@ -106,9 +110,14 @@ def new_run_id() -> str:
 
 
 def _build(values: dict[str, Any], namespace: dict[str, Any], options: RunOptions, context: CellContext,
-           secret_keys: tuple[str, ...], header: wire.JobHeader, *, imports: set[str], **fields: Any) -> JobSpec:
+           secret_keys: tuple[str, ...], header: wire.JobHeader, run_guards: list[Any], *, imports: set[str],
+           **fields: Any) -> JobSpec:
     """Pack ``values`` and build the Job: what a cell and a call share. The notebook sources of every function sent
-    travel for tracebacks, including those of the helpers a shipped function calls (its globals, in ``sent``)."""
+    travel for tracebacks, including those of the helpers a shipped function calls (its globals, in ``sent``).
+    The run's guards (the global ones first) travel with the values."""
+    run_guards = guards.for_run(run_guards)
+    if run_guards:
+        values = {**values, wire.GUARDS: run_guards}
     packed = pack_closure(values, namespace)
     job = wire.Job(
         header=header,

@@ -17,7 +17,8 @@ from typing import Any
 
 DEFAULT_TIMEOUT = 24 * 3600.0  # seconds: the default limit of a run, and the longest Modal allows
 
-CORE_OPTIONS = frozenset({"backend", "gpu", "timeout", "out", "inputs", "env", "bg", "name", "volume", "secret"})
+CORE_OPTIONS = frozenset({"backend", "gpu", "timeout", "out", "inputs", "env", "bg", "name", "volume", "secret",
+                          "guard"})
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,13 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     volumes: tuple[tuple[str, str], ...] = ()  # (volume name, mount path)
     secrets: tuple[str, ...] = ()  # secret names; their values never enter the Job, the run store or a pickle
+    guards: tuple[str, ...] = ()  # --guard: names of guards in the notebook (mini_magic.guards)
     extra: dict[str, Any] = field(default_factory=dict)  # the backend's own options, by argparse dest
 
     def profile(self) -> dict[str, Any]:
         """What the run registry records: resources and names, never environment or secret values."""
-        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env),
+        return {"gpu": self.gpu, "timeout": self.timeout, "env_keys": sorted(self.env), **({"guards": list(
+                self.guards)} if self.guards else {}),
                 "volumes": [list(v) for v in self.volumes], "secrets": list(self.secrets), **self.extra}
 
 
@@ -109,6 +112,9 @@ def build_parser() -> Any:
                         help="attach secret NAME as environment variables (repeatable). Modal: modal.Secret.from_name;"
                         " local: a .env.NAME file in the notebook's directory, or MINI_MAGIC_SECRET_<NAME>_<KEY> "
                         "variables. Values are scrubbed from the cell's output (best effort).")
+    parser.add_argument("--guard", metavar="NAME", action="append", default=[],
+                        help="run this cell inside guard NAME (repeatable): a guard, or a context manager function, the "
+                        "notebook defines; around the global guard(...)s, first given outermost. See guard().")
     parser.add_argument("--bg", action="store_true", help="run in the background: the cell returns at once with a "
                         "Run handle (state, elapsed, wait(), result(), cancel(), assign()); output goes to the "
                         "run's own panel. Results are assigned only by run.assign().")
@@ -169,6 +175,7 @@ def run_options(args: Any, config: Any, backend_flags: dict[str, BackendFlag]) -
         env=parse_env(args.env, dict(config.env)),
         volumes=tuple(parse_volume(spec) for spec in args.volume),
         secrets=tuple(dict.fromkeys(args.secret)),
+        guards=tuple(getattr(args, "guard", ()) or ()),
         extra=extra,
     )
 

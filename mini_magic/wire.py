@@ -245,6 +245,7 @@ class Job:
 
 
 RETURN = "return"  # the one name in a call's Result: its return value
+GUARDS = "<guards>"  # the run's guards (mini_magic.guards), packed with the closure: not a name of the run
 _FUNCTION = "function"
 
 

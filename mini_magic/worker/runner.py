@@ -29,6 +29,7 @@ from ..placeholder import NOT_SENT
 from ..scrub import MIN_LENGTH
 from . import calls as call_jobs
 from . import context
+from .guards import guarded
 from .hither import CallBuffer
 from .inputs import RunInputs
 from .modules import ShippedModules, evict_local_modules
@@ -118,16 +119,17 @@ class Worker:
             library_settings.apply(job.settings)  # the kernel's (np.set_printoptions ...), undone by restore()
             saved.settings_sent = library_settings.capture()
             with ShippedModules(job.modules):
-                namespace, inputs, call = self._namespace(job)
+                namespace, inputs, call, run_guards = self._namespace(job)
                 saved.namespace = namespace
                 initial = dict(namespace)
                 if self.display is not None:
                     self.display.before_run()
-                if call is None:
-                    has_value, value = _execute(job, namespace)
-                else:
-                    has_value, value = False, call_jobs.invoke(*wire.split_call(call),
-                                                               lambda item: self._send_item(item, namespace))
+                with guarded(run_guards):
+                    if call is None:
+                        has_value, value = _execute(job, namespace)
+                    else:
+                        has_value, value = False, call_jobs.invoke(*wire.split_call(call),
+                                                                   lambda item: self._send_item(item, namespace))
                 shown = None
                 if self.display is not None:
                     # Formatted here, under the cell's state and library options, as the kernel's displayhook would.
@@ -151,9 +153,9 @@ class Worker:
             self.sync_output()
             self._send_error(exc, saved)
 
-    def _namespace(self, job: wire.Job) -> tuple[dict[str, Any], RunInputs, dict[str, Any] | None]:
-        """The run's namespace, its inputs, and for a call job the function and arguments (see wire.call_values):
-        those are not names of the run, so they never hide a global of the same name that the function reads."""
+    def _namespace(self, job: wire.Job) -> tuple[dict[str, Any], RunInputs, dict[str, Any] | None, list[Any]]:
+        """The run's namespace, its inputs, for a call job the function and arguments (see wire.call_values), and
+        the run's guards: neither are names of the run, so they never hide a global of the same name."""
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "get_ipython": _SHELL.get_ipython}
 
         def failed(name: str, exc: BaseException) -> None:
@@ -167,6 +169,7 @@ class Worker:
         sizes: dict[str, int] = {}
         # Notebook functions among the values get this namespace as their globals (and add the globals they read).
         values = job.closure.unpack(on_error=failed, home=namespace, sizes=sizes)
+        run_guards = values.pop(wire.GUARDS, [])
         call = None
         if job.header.kind == "call":
             call, values = values, {}
@@ -175,7 +178,8 @@ class Worker:
                 continue
             namespace[name] = importlib.import_module(value.name) if isinstance(value, wire.ModuleRef) else value
         shipped = {n: v for n, v in namespace.items() if n not in ("__name__", "__builtins__", "get_ipython")}
-        return namespace, RunInputs({**shipped, **(call or {})}, sizes, namespace, references=job.return_known), call
+        inputs = RunInputs({**shipped, **(call or {})}, sizes, namespace, references=job.return_known)
+        return namespace, inputs, call, run_guards
 
     def _send_result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> None:
         """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (display.py)."""

@@ -221,3 +221,32 @@ def test_an_interrupt_stops_every_call_of_a_map_and_leaves_nothing(live_kernel) 
     label, state, assigned, again, active = after
     assert (label, state, assigned) == ("nap.map(12 items)", "cancelled", False)
     assert again == [10 * i for i in range(8)] and active == []
+
+
+def test_guards_wrap_cells_globally_and_by_name(run_notebook) -> None:
+    cells = run_notebook([
+        cell('''
+            import contextlib
+            from mini_magic import guard
+            @guard
+            def seeded():
+                import random
+                random.seed(1234)
+                yield
+            @contextlib.contextmanager
+            def logged():
+                print("cell guard enter")
+                yield
+                print("cell guard exit")
+        '''),
+        "%%thither --guard logged\nimport random\nvalue = random.random()\nprint('body')",
+        "import random\nrandom.seed(1234)\nprint(value == random.random())",
+        "%%thither --guard missing\nx = 1",
+        "seeded.remove()\nprint('x' in globals())",
+    ])
+    ok(cells[0])
+    assert ok(cells[1]).stdout == "cell guard enter\nbody\ncell guard exit\n"
+    assert ok(cells[2]).stdout == "True\n"  # the global guard seeded the worker's RNG before the cell ran
+    assert cells[3].error["ename"] == "ThitherUsageError" and "--guard missing: no guard named 'missing'" in \
+        cells[3].error["evalue"]
+    assert ok(cells[4]).stdout == "False\n"

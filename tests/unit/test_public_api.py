@@ -24,8 +24,8 @@ def test_importing_the_package_does_not_import_ipython() -> None:
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
-def test_importing_thither_and_gather_stays_light() -> None:
+def test_importing_the_function_apis_stays_light() -> None:
     """A script's first line must not pay for IPython, ipywidgets or asyncio: they load when a call runs."""
-    code = ("import sys; from mini_magic import thither, gather; "
+    code = ("import sys; from mini_magic import thither, gather, guard, invoke, invoke_async; "
             "print(sorted(m for m in ('IPython', 'ipywidgets', 'asyncio', 'cloudpickle') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
