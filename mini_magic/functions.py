@@ -70,6 +70,7 @@ class ThitherFunction:
         self.guards = list(guards or ())
         self.cwd = cwd
         self.imports = imports
+        self.label: str | None = None  # the runs' label in the registry; default: the call as written
         functools.update_wrapper(self, function)
 
     # -- how a call runs ----------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class ThitherFunction:
         options = call_options.resolve(self.options, runtime.config, f"@thither {self.__qualname__}")
         backend = runtime.backend(options.backend)
         if label is None:
-            label = f"{self.__qualname__}({', '.join(_ARGS.repr(a) for a in args)})"[:80]
+            label = self.label or f"{self.__qualname__}({', '.join(_ARGS.repr(a) for a in args)})"[:80]
         context = runtimes.request_context(runtime.shell, label=label, hither_interval=backend.hither_interval)
         if self.cwd is not None:
             context = dataclasses.replace(context, cwd=self.cwd)

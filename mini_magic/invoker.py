@@ -64,8 +64,10 @@ def invoke_async(module_path: str | os.PathLike[str], function_name: str, args: 
 class InvokeRequest:
     """An invoke call, checked before anything runs."""
 
-    def __init__(self, module: str, root: Path, args_json: str, kwargs_json: str, task_params: dict[str, Any]):
+    def __init__(self, module: str, function_name: str, root: Path, args_json: str, kwargs_json: str,
+                 task_params: dict[str, Any]):
         self.module = module
+        self.function_name = function_name
         self.code_root = root
         self.args_json = args_json
         self.kwargs_json = kwargs_json
@@ -79,6 +81,7 @@ class InvokeRequest:
 
         function = ThitherFunction(call_json, self.task_params, cwd=str(self.code_root), imports=(self.module,))
         function.__qualname__ = f"invoke {self.module}"
+        function.label = f"invoke {self.module}.{self.function_name}"
         return function
 
     @classmethod
@@ -115,7 +118,7 @@ class InvokeRequest:
             to_json(value, f"kwargs[{key!r}]")
         params = dict(task_params)
         call_options.resolve(params, _config(), "invoke(...)")  # unknown or bad task parameters, named, now
-        return cls(module, root, to_json(list(args or ()), "args"), to_json(dict(kwargs or {}), "kwargs"), params)
+        return cls(module, function_name, root, to_json(list(args or ()), "args"), to_json(dict(kwargs or {}), "kwargs"), params)
 
 
 def _config() -> Any:
