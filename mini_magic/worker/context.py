@@ -28,10 +28,20 @@ class RunContext:
 
     ``calls`` is None when the job references no hither object (its stubs then have nowhere to go)."""
 
-    def __init__(self, run_id: str, emit: Callable[..., None], calls: CallBuffer | None = None) -> None:
+    def __init__(self, run_id: str, emit: Callable[..., None], calls: CallBuffer | None = None,
+                 sync: Callable[[], None] | None = None) -> None:
         self.run_id = run_id
         self.emit = emit
         self.calls = calls
+        self._sync = sync
+
+    def sync(self) -> None:
+        """Ship what the run printed and the hither calls it made so far, before an event that must follow them
+        (a display, a progress bar's update)."""
+        if self._sync is not None:
+            self._sync()
+        else:
+            self.flush_calls()
 
     def flush_calls(self) -> None:
         """Ship the hither calls buffered so far, before an event that must come after them."""

@@ -99,7 +99,7 @@ class Worker:
             calls.scrubber = self.sender.scrubber
         previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            with context.running(context.RunContext(job.header.run_id, self.sender.emit, calls)):
+            with context.running(context.RunContext(job.header.run_id, self.sender.emit, calls, self.sync_output)):
                 self._run(job, saved, calls)
         finally:
             signal.signal(signal.SIGINT, previous_handler)

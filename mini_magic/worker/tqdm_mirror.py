@@ -30,6 +30,7 @@ def _send(bar: Any, closed: bool) -> None:
         context.report_outside_run(f"tqdm:{bar._mm_id}", f"the progress bar {str(bar.desc or bar._mm_id)!r} is not "
                                    "shown: no run is active in this process (a thread that outlived its cell?).")
         return
+    run.sync()  # what the cell printed, and the callbacks it made, before this bar's update
     run.emit(
         Progress,
         bar_id=bar._mm_id,

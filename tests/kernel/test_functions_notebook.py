@@ -250,3 +250,23 @@ def test_guards_wrap_cells_globally_and_by_name(run_notebook) -> None:
     assert cells[3].error["ename"] == "ThitherUsageError" and "--guard missing: no guard named 'missing'" in \
         cells[3].error["evalue"]
     assert ok(cells[4]).stdout == "False\n"
+
+
+def test_prints_and_callbacks_come_before_a_later_progress_bar(run_notebook) -> None:
+    """A bar's update follows what the run printed and the hither calls it made before it (as in a local cell)."""
+    cells = run_notebook([
+        "from mini_magic import hither\n@hither\ndef note(text):\n    print('callback:', text)",
+        cell('''
+            %%thither
+            from tqdm.auto import tqdm
+            print("printed first")
+            note("called second")
+            for _ in tqdm(range(3), desc="third"):
+                pass
+        '''),
+    ])
+    outputs = ok(cells[1]).outputs
+    first_bar = next(i for i, o in enumerate(outputs)
+                     if WIDGET_VIEW in o.get("data", {}) and "third" in o["data"].get("text/plain", ""))
+    before = "".join(o["text"] for o in outputs[:first_bar] if o.get("output_type") == "stream")
+    assert before == "printed first\ncallback: called second\n", outputs
