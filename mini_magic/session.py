@@ -116,15 +116,18 @@ class DelayedPanel:
         self.panel: Any = None
 
     def tick(self) -> None:
+        # The record is read (a copy) only when there is a panel to show or update: most runs end before.
+        if self.panel is None and not (self.show and time.monotonic() - self.started >= PANEL_DELAY):
+            return
         record = self.registry.get(self.run_id)
         if record is None:
             return
-        if self.panel is None and self.show and time.monotonic() - self.started >= PANEL_DELAY:
+        if self.panel is None:
             from .ui import RunPanel
 
             self.panel = RunPanel(record, on_cancel=lambda: request_cancel(self.run_id), background=False)
             self.panel.show()
-        elif self.panel is not None:
+        else:
             self.panel.update(record)
 
     def finish(self) -> None:

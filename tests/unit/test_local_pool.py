@@ -56,6 +56,7 @@ class FakeRun:
         self.profile = profile
         self.cwd = "/"
         self.frames = [name.encode()]
+        self.job_frames = self.frames  # what the pool must send (it takes run.frames away when it does)
         self._lock = threading.Lock()
         self.worker: FakeProcess | None = None
         self.cancel_requested = False
@@ -77,7 +78,7 @@ class FakePool(WorkerPool):
         return process
 
     def started(self, run: FakeRun) -> FakeProcess:
-        assert wait_until(lambda: run.worker is not None and run.frames in run.worker.sent), "the run never started"
+        assert wait_until(lambda: run.worker is not None and run.job_frames in run.worker.sent), "the run never started"
         assert run.worker is not None
         return run.worker
 
@@ -160,3 +161,12 @@ def test_a_waiting_run_can_be_withdrawn_and_closing_cancels_the_rest(pool) -> No
     p.close()
     assert [type(e) for e in third.events] == [wire.Cancelled] and second.events == []
     assert not first.worker.alive
+
+
+def test_a_started_run_keeps_no_reference_to_its_frames(pool) -> None:
+    """They hold views of the job's out-of-band buffers: freed with the send, never by the collector in a cycle."""
+    p = pool()
+    run = FakeRun(P, "a")
+    p.submit(run)
+    p.started(run)
+    assert run.frames == []

@@ -41,6 +41,7 @@ class LocalRun(QueuedRunHandle):
                     if self.finished:
                         return
                     self.finished = True
+                    self.frames = []  # never sent (cancelled while queued): see WorkerPool._start
             self.put(event)
 
     def cancel(self) -> None:

@@ -102,12 +102,17 @@ class WorkerPool:
         with run._lock:
             run.worker = worker
             cancelled = run.cancel_requested
+        # The run keeps no reference to its frames once they are taken: they hold views of the job's out-of-band
+        # buffers (PickleBuffer.raw()), and CPython 3.11 can crash (memoryview release after its PickleBuffer was
+        # cleared) when the garbage collector frees such views inside a reference cycle, as an interrupted run's
+        # objects can be.
+        frames, run.frames = run.frames, []
         if cancelled:
             self._release(worker, reusable=True)
             run.deliver([Cancelled(seq=0, reason="cancelled before it started")])
             return
         try:
-            worker.send(run.frames)
+            worker.send(frames)
         except OSError:
             worker.kill()  # the reader thread reports the exit to the run
 
