@@ -14,9 +14,9 @@ from __future__ import annotations
 import ast
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
 
 from .worker.invoker import JSON_LIMIT  # bytes of JSON per argument and for the result
 
@@ -42,14 +42,8 @@ def invoke(module_path: str | os.PathLike[str], function_name: str, args: list[A
     directory) in a worker and return its JSON result. A remote exception is raised as
     ``RuntimeError("Remote execution failed: ValueError: ...")`` carrying the remote traceback."""
     request = InvokeRequest.check(module_path, function_name, args, kwargs, code_root, task_params)
-    try:
-        text = request.function()(request.module, function_name, request.args_json, request.kwargs_json)
-    except Exception as exc:
-        failure = remote_failure(exc)
-        if failure is exc:
-            raise
-        raise failure from exc
-    return json.loads(text)
+    return json_result(lambda: request.function()(request.module, function_name, request.args_json,
+                                                  request.kwargs_json))
 
 
 def invoke_async(module_path: str | os.PathLike[str], function_name: str, args: list[Any] | None = None,
@@ -161,6 +155,18 @@ def to_json(value: Any, name: str) -> str:
     return text
 
 
+def json_result(call: Callable[[], str]) -> Any:
+    """What ``call`` (the worker's JSON text) amounts to, its failure turned into :func:`remote_failure`'s."""
+    try:
+        text = call()
+    except Exception as exc:
+        failure = remote_failure(exc)
+        if failure is exc:
+            raise
+        raise failure from exc
+    return json.loads(text)
+
+
 def remote_failure(exc: Exception) -> Exception:
     """What the caller of invoke gets: mini_magic's own errors (a timeout, a cancel, a crash, an argument that
     cannot travel) as they are; the function's exception as RuntimeError("Remote execution failed: ...")."""
@@ -194,14 +200,7 @@ class InvokeTask:
     def get_result(self, timeout: float | None = None) -> Any:
         """The function's JSON result; ``RuntimeError("Remote execution failed: ...")`` if it raised,
         ``TimeoutError`` if it is still running after ``timeout`` seconds."""
-        try:
-            text = self._call.result(timeout)
-        except Exception as exc:
-            failure = remote_failure(exc)
-            if failure is exc:
-                raise
-            raise failure from exc
-        return json.loads(text)
+        return json_result(lambda: self._call.result(timeout))
 
     def __repr__(self) -> str:
         return f"<invoke {self.label}: {self.status}>"
