@@ -28,7 +28,7 @@ from .interrupts import InterruptGate
 from .jobs import new_run_id
 from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
-from .session import DelayedPanel, Drainer, abandon, end_run
+from .session import DelayedPanel, Drainer, abandon, end_run, prepare_job
 from .sinks import LineSink
 
 if TYPE_CHECKING:
@@ -124,10 +124,8 @@ class _Map:
     def _build(self, gate: InterruptGate) -> list[Any]:
         """Every item's job before anything runs: an argument that cannot travel is named, with its item."""
         setup = self.setup
-        setup.backend.prepare(setup.options)
-        gate.open()
-        try:
-            keys = setup.backend.secret_keys(setup.options, setup.context.cwd)
+
+        def build_all(keys: tuple[str, ...]) -> list[Any]:
             specs = []
             for index, (args, kwargs) in enumerate(self.calls):
                 try:
@@ -136,11 +134,9 @@ class _Map:
                     exc.args = (f"{self.name}, item {index}: {exc}",)
                     raise
             return specs
-        except KeyboardInterrupt as exc:
-            raise explain_interrupt(exc, f"interrupted while {self.name}'s calls were being prepared; nothing ran."
-                                    ) from None
-        finally:
-            gate.close()
+
+        return prepare_job(build_all, setup.options, backend=setup.backend, cwd=setup.context.cwd, gate=gate,
+                           what=f"{self.name}'s calls")
 
     def run(self) -> list[Any]:
         setup = self.setup
@@ -229,8 +225,7 @@ class _Map:
                 drainer.stop("cancel")
 
     def _finish(self, items: ItemRecords) -> None:
-        registry, run_id = items.registry, items.run_id
-        items.report(final=True)
+        registry, run_id = items.registry, items.run_id  # items.report(final=True) ran as the last item ended
         if self.stopping in ("interrupt", "cancel"):
             state, error = RunState.CANCELLED, f"{self.stopping}ed after {items.finished} of {self.total} items"
         elif self.failed is not None:

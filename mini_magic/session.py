@@ -138,9 +138,10 @@ class DelayedPanel:
                 self.panel.update(record)
 
 
-def prepare_job(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions, *, backend: Backend, cwd: str,
-                gate: InterruptGate) -> JobSpec:
-    """Validate the options with the backend, then build the job (``build`` gets the backend's secret keys).
+def prepare_job(build: Callable[[tuple[str, ...]], Any], options: RunOptions, *, backend: Backend, cwd: str,
+                gate: InterruptGate, what: str = "the cell") -> Any:
+    """Validate the options with the backend, then build the job (``build`` gets the backend's secret keys; a
+    ``.map`` builds all its items' jobs at once, ``what`` names them in the interrupt message).
 
     Building has no side effect, so ``gate`` (held closed by the caller) lets an interrupt stop it; from the record's
     creation on (:func:`start_run`) the run exists, and only its drain may turn an interrupt into a cancel.
@@ -150,7 +151,7 @@ def prepare_job(build: Callable[[tuple[str, ...]], JobSpec], options: RunOptions
     try:
         return build(backend.secret_keys(options, cwd))
     except KeyboardInterrupt as exc:
-        raise explain_interrupt(exc, "interrupted while the cell was being prepared; nothing ran.") from None
+        raise explain_interrupt(exc, f"interrupted while {what} was being prepared; nothing ran.") from None
     finally:
         gate.close()
 
