@@ -203,14 +203,9 @@ class FunctionCall(Run):
         return self._items()
 
     def _items(self) -> Iterator[Any]:
-        yielded = self._active.yielded
-        while True:
-            finished = self.done()
-            while not yielded.empty():
-                yield yielded.get()
-            if finished:
-                break
-            self.wait(0.01)
+        from .worker.threads import items_until
+
+        yield from items_until(self._active.yielded, self.done, self.wait)
         self.result()  # the call's error, if it failed
 
     def assign(self, namespace: dict[str, Any] | None = None) -> list[str]:  # type: ignore[override]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import copy
+import dis
 import functools
 import importlib
 import sys
@@ -130,12 +131,16 @@ def set_function_state(func: types.FunctionType, state: dict[str, Any]) -> None:
 _GLOBAL_NAMES: weakref.WeakKeyDictionary[types.CodeType, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME"})
+
+
 def global_names(code: types.CodeType) -> frozenset[str]:
-    """Names a function's code (nested code included) may look up as globals; attribute names are among them, and
-    only those present in the namespace are shipped."""
+    """Names a function's code (nested code and class bodies included) looks up as globals: the names of its global
+    loads and stores, not every name in ``co_names`` (which also holds attribute names: ``x.stream()`` must not
+    ship a notebook variable called ``stream``). Only those present in the namespace are shipped."""
     names = _GLOBAL_NAMES.get(code)
     if names is None:
-        found = set(code.co_names)
+        found = {ins.argval for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_OPS}
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 found |= global_names(const)

@@ -40,6 +40,19 @@ def _no_items(item: Any) -> None:
     raise TypeError("map() collects return values; a generator function's items have nowhere to go")
 
 
+def items_until(items: queue.SimpleQueue[Any], finished: Callable[[], bool],
+                wait: Callable[[float], Any]) -> Iterator[Any]:
+    """A call's yielded items as they arrive, until the call has finished and every item is taken (a spawned
+    call's ``stream()``, here and in the kernel)."""
+    while True:
+        done = finished()
+        while not items.empty():
+            yield items.get()
+        if done:
+            return
+        wait(0.01)
+
+
 class LocalCall:
     """A call spawned inside a worker: it runs on a thread of this process. ``result(timeout)``, ``state``,
     ``done()``, ``wait(timeout)``, ``stream()`` (a generator's items). A running thread cannot be stopped, so
@@ -89,13 +102,7 @@ class LocalCall:
         return self._stream()
 
     def _stream(self) -> Iterator[Any]:
-        while True:
-            finished = self._done.is_set()
-            while not self._items.empty():
-                yield self._items.get()
-            if finished:
-                break
-            self._done.wait(0.01)
+        yield from items_until(self._items, self._done.is_set, self._done.wait)
         self.result()
 
     def cancel(self) -> None:

@@ -47,7 +47,8 @@ def where():
 @thither(backend=BACKEND, timeout=120)
 def nested(n):
     """A @thither call inside a worker runs in that worker; a map or spawn there runs on its threads."""
-    return [where() == os.getpid(), scaled.map(range(n)), gather(scaled.spawn(1), scaled.spawn(2))]
+    return [where() == os.getpid(), scaled.map(range(n)), gather(scaled.spawn(1), scaled.spawn(2)),
+            list(tokens.spawn(3, GATE).stream())]
 
 
 @thither(backend=BACKEND, timeout=120)
@@ -142,6 +143,8 @@ out["awaited"] = asyncio.run(both())
 call = scaled.spawn(5)
 out["spawned"] = [isinstance(call, FunctionCall), call.result(60), call.state]
 out["gathered"] = gather(scaled.spawn(1), scaled.spawn(2), timeout=60)
+streamed = tokens.spawn(3, GATE)
+out["spawn_stream"] = [list(streamed.stream()), streamed.result(60), error_of(lambda: streamed.stream())[0]]
 out["gather_error"] = error_of(lambda: gather(fails.spawn(3), scaled.spawn(1)))
 slow = sleeps.spawn()
 while slow.state != "running":
@@ -197,7 +200,8 @@ def check_script(out: dict[str, Any], stdout: str, stderr: str) -> None:
     assert max(start for _, start, _ in spans) < min(end for _, _, end in spans), spans
     assert out["map_exceptions"] == ["0", "1", "2", "ValueError('bad 3')", "4", "5"]
     assert out["map_error"][:2] == ["ValueError", "bad 3"]
-    assert out["nested"] == [True, [0, 10, 20, 30, 40], [10, 20]]
+    assert out["nested"] == [True, [0, 10, 20, 30, 40], [10, 20], [0, 1, 2]]
+    assert out["spawn_stream"] == [[0, 1, 2], "end", "ThitherUsageError"]
     name, message, text = out["error"]
     assert (name, message) == ("ValueError", "bad 3")
     assert 'raise ValueError(f"bad {x}")' in text and "script.py" in text  # the function's own source line
@@ -215,7 +219,7 @@ def check_script(out: dict[str, Any], stdout: str, stderr: str) -> None:
     assert sum(1 for r in records if r[0] == "fails.map(6 items)" and r[1] == "failed") == 1, records
     assert sum(1 for r in records if r[0].startswith("endless(") and r[1] == "cancelled") == 1, records
     assert sum(1 for r in records if r[0].startswith("unsendable")) == 0
-    assert len(records) == 20, records  # one per call, one per map; nothing for the calls that never ran
+    assert len(records) == 21, records  # one per call, one per map; nothing for the calls that never ran
 
 
 def test_a_plain_script_calls_thither_functions_every_way(tmp_path: Path) -> None:

@@ -98,3 +98,13 @@ def test_notebook_sources_come_from_linecache_for_cell_defined_functions() -> No
         assert notebook_sources([namespace["f"], 3]) == {filename: source}
     finally:
         del linecache.cache[filename]
+
+
+def test_a_notebook_function_ships_the_globals_it_loads_not_its_attribute_names() -> None:
+    from mini_magic.namespace_pickling import global_names
+
+    def uses(handle):
+        return handle.stream(), helper(), [CONSTANT for _ in range(1)]
+
+    names = global_names(uses.__code__)
+    assert {"helper", "CONSTANT", "range"} <= names and "stream" not in names
