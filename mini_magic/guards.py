@@ -16,23 +16,22 @@ around the run (mini_magic.worker.guards). A guard that raises fails the run wit
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .worker.guards import Guard
 
-_REGISTERED: list[Guard] = []
-_lock = threading.Lock()
+# Copy-on-write, no lock: the list is read while a job is built, where a kernel interrupt may land on any line,
+# and an interrupt between taking a lock and entering its block would leave it taken for every later run.
+_REGISTERED: tuple[Guard, ...] = ()
 
 
 class RegisteredGuard(Guard):
     """A global guard: ``remove()`` unregisters it."""
 
     def remove(self) -> None:
-        with _lock:
-            if self in _REGISTERED:
-                _REGISTERED.remove(self)
+        global _REGISTERED
+        _REGISTERED = tuple(g for g in _REGISTERED if g is not self)
 
 
 def guard(wrap: Any = None, /, *, before: Callable[[], Any] | None = None,
@@ -41,8 +40,8 @@ def guard(wrap: Any = None, /, *, before: Callable[[], Any] | None = None,
     its ``yield`` runs before the run, after it after), or ``guard(before=..., after=...)``."""
     made = make(wrap, before=before, after=after, name=name, kind=RegisteredGuard)
     assert isinstance(made, RegisteredGuard)
-    with _lock:
-        _REGISTERED.append(made)
+    global _REGISTERED
+    _REGISTERED = (*_REGISTERED, made)
     return made
 
 
@@ -75,8 +74,7 @@ def make(wrap: Any = None, *, before: Callable[[], Any] | None = None,
 
 def registered() -> list[Guard]:
     """The global guards, first registered first."""
-    with _lock:
-        return list(_REGISTERED)
+    return list(_REGISTERED)
 
 
 def for_run(extra: Iterable[Any] = ()) -> list[Guard]:
