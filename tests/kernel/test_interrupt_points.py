@@ -8,7 +8,6 @@ record is ``done`` exactly when the names were assigned, and the pool's only wor
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import signal
@@ -68,10 +67,6 @@ def run_once(backend: LocalBackend, registry: RunRegistry, namespace: dict[str, 
         error = exc
     finally:
         sys.settrace(None)
-        # CPython 3.11.7 can crash (SIGSEGV in the collector) when it later collects, together, the frames that
-        # several runs interrupted by this trace function left as garbage (which run triggers it moves with any
-        # change in allocations; collected run by run, they never crash it). So each run's garbage is collected now.
-        gc.collect(1)
     return tracer, error
 
 
