@@ -17,6 +17,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable
+from errno import EAGAIN
 from typing import Any
 
 from ..scrub import Scrubber, StreamScrubber
@@ -71,6 +72,53 @@ class EventSender:
             self._seq = 0
 
 
+def _libc_tee() -> Any:
+    """Linux's tee(2): copy bytes out of a pipe without consuming them (None where the platform lacks it)."""
+    try:
+        tee = getattr(ctypes.CDLL(None, use_errno=True), "tee", None)
+    except OSError:  # pragma: no cover - exotic platforms
+        return None
+    if tee is not None:
+        tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+        tee.restype = ctypes.c_ssize_t
+    return tee
+
+
+_SPLICE_F_NONBLOCK = 2
+
+
+class _PipePeek:
+    """Read a pipe's bytes without taking them out of it, so that whoever else holds its read end (the kernel) still
+    finds them if this process dies before passing them on; :meth:`consume` takes them out once they have gone.
+
+    Without it the pump's read and its event are not atomic: a worker dying between the two (``os._exit`` right
+    after a print, a segfault while faulthandler writes) lost exactly the last words the kernel drains the pipes
+    for. tee(2) copies the pipe's content into a private pipe; the bytes stay queued in the original.
+    """
+
+    def __init__(self, tee: Any) -> None:
+        self._tee = tee
+        self._read, self._write = os.pipe()
+
+    def peek(self, fd: int, size: int = 65536) -> bytes:
+        """Up to ``size`` bytes from the front of the pipe ``fd``, left in it (b"" when it is empty)."""
+        copied = self._tee(fd, self._write, size, _SPLICE_F_NONBLOCK)
+        if copied < 0:
+            errno = ctypes.get_errno()
+            if errno == EAGAIN:
+                return b""
+            raise OSError(errno, os.strerror(errno))
+        data = b""
+        while len(data) < copied:
+            data += os.read(self._read, copied - len(data))
+        return data
+
+    @staticmethod
+    def consume(fd: int, size: int) -> None:
+        while size > 0:
+            size -= len(os.read(fd, size))
+
+
 def _pending_bytes(fd: int) -> int:
     buf = bytearray(4)
     fcntl.ioctl(fd, termios.FIONREAD, buf)
@@ -105,6 +153,9 @@ class OutputCapture:
         self._lock = threading.Lock()  # the reader thread's forwarding against sync()'s flush of held text
         self._streams: dict[int, _Stream] = {}
         self._read_fds: list[int] = []
+        # Only pipes the kernel also reads need their bytes left in place until forwarded (see _PipePeek).
+        tee = _libc_tee() if read_fds is not None else None
+        self._peek = _PipePeek(tee) if tee is not None else None
         for index, (target, event) in enumerate(((1, Stdout), (2, Stderr))):
             if read_fds is None:
                 read_fd, write_fd = os.pipe()
@@ -131,11 +182,24 @@ class OutputCapture:
                     if not ready and time.monotonic() - last_read > HOLD_SECONDS:
                         self._flush_held()  # the stream paused: what was held back did not go on into a value
                     for fd in ready:
-                        stream = self._streams[fd]
-                        self._pass_on(stream, stream.scrub.feed(stream.decoder.decode(os.read(fd, 65536))))
+                        self._forward(fd)
                         last_read = time.monotonic()
             finally:
                 self._busy = False
+
+    def _forward(self, fd: int) -> None:
+        stream = self._streams[fd]
+        if self._peek is None:
+            self._pass_on(stream, stream.scrub.feed(stream.decoder.decode(os.read(fd, 65536))))
+            return
+        try:
+            data = self._peek.peek(fd)
+        except OSError:  # not a pipe after all: read as everywhere else
+            self._peek = None
+            self._forward(fd)
+            return
+        self._pass_on(stream, stream.scrub.feed(stream.decoder.decode(data)))
+        self._peek.consume(fd, len(data))
 
     def _flush_held(self) -> None:
         for stream in self._streams.values():

@@ -61,8 +61,71 @@ def kernel_env(workdir: Path, **extra: str) -> dict[str, str]:
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
+class SpareKernels:
+    """A kernel started one test ahead, so that its ~1 s of booting overlaps the previous test instead of adding to it.
+
+    The real-kernel suites are bound by kernel starts (start + wait_for_ready is most of a short test) while the
+    tests themselves leave the CPUs idle two thirds of the time. A spare kernel is started with the suite's default
+    environment in a directory of its own; taking it moves it into the test's working directory and run store
+    (``os.chdir`` and ``$MINI_MAGIC_HOME``, silently: no execution count, no history, no names), before the test
+    loads the extension. A test that needs other environment variables at start (its own ``env``, or the test
+    process's environment changed since the spare started, e.g. by monkeypatch) gets a kernel of its own.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._spare: tuple[KernelManager, dict[str, str]] | None = None
+
+    def _start(self) -> KernelManager:
+        cwd = self._root / f"spare-{time.monotonic_ns()}"
+        (cwd / "home").mkdir(parents=True)
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=str(cwd), env=kernel_env(cwd))
+        return km
+
+    def take(self, workdir: Path, env: dict[str, str] | None) -> KernelManager:
+        if env:
+            km = KernelManager(kernel_name="python3")
+            km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **env))
+            return km
+        spare, self._spare = self._spare, None
+        if spare is not None and (spare[1] != dict(os.environ) or not spare[0].is_alive()):
+            spare[0].shutdown_kernel(now=True)
+            spare = None
+        km = spare[0] if spare is not None else self._start()
+        self._spare = (self._start(), dict(os.environ))
+        move_kernel(km, workdir)
+        return km
+
+    def close(self) -> None:
+        if self._spare is not None and self._spare[0].has_kernel:
+            self._spare[0].shutdown_kernel(now=True)
+
+
+def move_kernel(km: KernelManager, workdir: Path) -> None:
+    """Point a started kernel at ``workdir``: its working directory and its run store, as if started there."""
+    code = (f"__import__('os').chdir({str(workdir)!r}); "
+            f"__import__('os').environ['MINI_MAGIC_HOME'] = {str(workdir / 'home')!r}")
+    client = km.blocking_client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(code, silent=True, store_history=False, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+
+
+@pytest.fixture(scope="session")
+def spare_kernels(tmp_path_factory: pytest.TempPathFactory):
+    spares = SpareKernels(tmp_path_factory.mktemp("spare-kernels"))
+    yield spares
+    spares.close()
+
+
 def execute_notebook(workdir: Path, cells: list[str], *, allow_errors: bool = True, timeout: int = 60,
-                     env: dict | None = None, load: bool = True) -> tuple[list[CellResult], dict[str, Any]]:
+                     env: dict | None = None, load: bool = True, spares: SpareKernels | None = None,
+                     ) -> tuple[list[CellResult], dict[str, Any]]:
     """Run ``%load_ext mini_magic`` (unless ``load`` is False) then ``cells`` in a fresh kernel via nbclient.
 
     Returns one CellResult per given cell, and the final widget state nbclient recorded
@@ -70,8 +133,11 @@ def execute_notebook(workdir: Path, cells: list[str], *, allow_errors: bool = Tr
     """
     sources = (["%load_ext mini_magic"] if load else []) + list(cells)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
+    if spares is not None:
+        km = spares.take(workdir, env)
+    else:
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
     try:
         NotebookClient(nb, km=km, timeout=timeout, allow_errors=allow_errors).execute()
     finally:
@@ -86,11 +152,11 @@ def execute_notebook(workdir: Path, cells: list[str], *, allow_errors: bool = Tr
 
 
 @pytest.fixture
-def run_notebook(workdir: Path):
+def run_notebook(workdir: Path, spare_kernels: SpareKernels):
     """run_notebook(cells, allow_errors=True, timeout=60, env=None) -> list[CellResult], one per cell."""
 
     def run(cells: list[str], **kwargs: Any) -> list[CellResult]:
-        return execute_notebook(workdir, cells, **kwargs)[0]
+        return execute_notebook(workdir, cells, spares=spare_kernels, **kwargs)[0]
 
     return run
 
@@ -98,9 +164,12 @@ def run_notebook(workdir: Path):
 class LiveKernel:
     """A kernel driven message by message, for interrupts and timing-sensitive checks."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
-        self.km = KernelManager(kernel_name="python3")
-        self.km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, spares: SpareKernels | None = None) -> None:
+        if spares is not None:
+            self.km = spares.take(workdir, env)
+        else:
+            self.km = KernelManager(kernel_name="python3")
+            self.km.start_kernel(cwd=str(workdir), env=kernel_env(workdir, **(env or {})))
         self.client = self.km.blocking_client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -174,11 +243,13 @@ class LiveKernel:
 
 
 @pytest.fixture
-def live_kernel(workdir: Path):
+def live_kernel(workdir: Path, spare_kernels: SpareKernels):
     kernels: list[LiveKernel] = []
 
-    def start(env: dict[str, str] | None = None, load: bool = True) -> LiveKernel:
-        kernel = LiveKernel(workdir, env)
+    def start(env: dict[str, str] | None = None, load: bool = True, fresh: bool = False) -> LiveKernel:
+        """fresh: a kernel started in ``workdir`` itself, not a spare moved there (a restart relaunches a kernel
+        where and how it was first started)."""
+        kernel = LiveKernel(workdir, env, None if fresh else spare_kernels)
         kernels.append(kernel)
         if load:
             result = kernel.run("%load_ext mini_magic")

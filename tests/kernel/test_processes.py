@@ -245,6 +245,7 @@ def test_interrupt_reaches_only_the_running_worker(live_kernel):
     ],
     ids=["exit-3", "sigsegv", "sigkill"],
 )
+@pytest.mark.process_lifecycle
 def test_worker_crash_is_reported_and_the_next_cell_gets_a_fresh_worker(live_kernel, workdir, crash, expected):
     kernel = live_kernel()
     # The pid goes to a file (written and closed before the crash): output still in flight when the process dies
@@ -269,6 +270,7 @@ def test_worker_crash_is_reported_and_the_next_cell_gets_a_fresh_worker(live_ker
     assert kernel.run("print(ok_after_crash)").stdout == "2\n"
 
 
+@pytest.mark.process_lifecycle
 def test_output_written_just_before_a_crash_reaches_the_cell(live_kernel):
     kernel = live_kernel()
     result = kernel.run("%%thither\nimport os\nprint('last words', flush=True)\nos._exit(3)", timeout=30)
@@ -279,6 +281,7 @@ def test_output_written_just_before_a_crash_reaches_the_cell(live_kernel):
     assert "Segmentation fault" in segv.stderr  # faulthandler's dump of the dying worker's stacks
 
 
+@pytest.mark.process_lifecycle
 def test_back_to_back_runs_reuse_the_warm_worker(tmp_path):
     backend = LocalBackend(max_workers=4, prewarm=False)
     options = RunOptions(backend="local")
@@ -297,6 +300,7 @@ def test_back_to_back_runs_reuse_the_warm_worker(tmp_path):
 # -- 4. timeout ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.process_lifecycle
 def test_timeout_stops_the_run_promptly_and_recycles_the_worker(live_kernel):
     kernel = live_kernel()
     t0 = time.monotonic()
@@ -315,6 +319,7 @@ def test_timeout_stops_the_run_promptly_and_recycles_the_worker(live_kernel):
     assert pid_of(kernel.run(PRINT_PID)) != pid
 
 
+@pytest.mark.process_lifecycle
 def test_timeout_stops_a_cell_that_ignores_sigint(live_kernel):
     kernel = live_kernel()
     t0 = time.monotonic()
@@ -332,6 +337,7 @@ def test_timeout_stops_a_cell_that_ignores_sigint(live_kernel):
 # -- 5. warm workers -------------------------------------------------------------------------------------
 
 
+@pytest.mark.process_lifecycle
 def test_warm_workers_are_reused_until_dirtied_and_are_spawned_fresh(run_notebook):
     cells = run_notebook([
         PRINT_PID,
@@ -363,6 +369,7 @@ def test_warm_workers_are_reused_until_dirtied_and_are_spawned_fresh(run_noteboo
     assert "b'mini_magic.worker'" in spawn.stdout.split("CMDLINE", 1)[1]
 
 
+@pytest.mark.process_lifecycle
 def test_worker_is_a_spawned_grandchild_of_the_kernel_through_its_keeper(live_kernel):
     kernel = live_kernel()
     kpid = kernel_pid(kernel)
@@ -378,6 +385,7 @@ def test_worker_is_a_spawned_grandchild_of_the_kernel_through_its_keeper(live_ke
 # -- 6. workers exit with the kernel ---------------------------------------------------------------------
 
 
+@pytest.mark.process_lifecycle
 def test_workers_exit_when_the_kernel_is_killed(live_kernel):
     kernel = live_kernel()
     kpid = kernel_pid(kernel)
@@ -430,6 +438,7 @@ def gone(pids: dict[str, int], timeout: float = 10) -> bool:
     return wait_until(lambda: not any(running(pid) for pid in pids.values()), timeout)
 
 
+@pytest.mark.process_lifecycle
 @pytest.mark.kernel_interrupt
 @pytest.mark.parametrize("ending", ["interrupt", "timeout", "cancel", "crash", "normal end"])
 def test_no_process_a_run_started_outlives_the_run(live_kernel, workdir, ending):
@@ -464,6 +473,7 @@ def test_no_process_a_run_started_outlives_the_run(live_kernel, workdir, ending)
     assert pid_of(kernel.run(PRINT_PID)) != pids["worker"]
 
 
+@pytest.mark.process_lifecycle
 def test_killing_the_kernel_ends_a_worker_that_holds_the_gil_and_everything_it_started(live_kernel, workdir):
     tmp = workdir / "tmp"
     tmp.mkdir()
@@ -511,6 +521,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.process_lifecycle
 @pytest.mark.parametrize("detached", [False, True], ids=["attached", "detached"])
 def test_only_a_detached_worker_outlives_its_kernel(workdir, detached):
     tmp = workdir / "tmp"
@@ -533,6 +544,7 @@ def test_only_a_detached_worker_outlives_its_kernel(workdir, detached):
     assert gone(pids)
 
 
+@pytest.mark.process_lifecycle
 def test_a_new_kernel_removes_runtime_dirs_of_dead_kernels_only(live_kernel, workdir):
     tmp = workdir / "tmp"
     tmp.mkdir()
@@ -592,6 +604,7 @@ def stdout_of(log, name: str) -> str:
     return "".join(e.text for n, e in log if n == name and isinstance(e, wire.Stdout))
 
 
+@pytest.mark.process_lifecycle
 def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
     backend = LocalBackend(max_workers=1, prewarm=False)
     options = RunOptions(backend="local")
@@ -633,6 +646,7 @@ def test_pool_limit_queues_the_second_run_until_the_first_finished(tmp_path):
     assert wait_until(lambda: not exists(int(a_pid)), 10), "close() left the worker running"
 
 
+@pytest.mark.process_lifecycle
 def test_a_queued_run_can_be_cancelled_without_touching_the_running_one(tmp_path):
     backend = LocalBackend(max_workers=1, prewarm=False)
     options = RunOptions(backend="local")
@@ -776,6 +790,7 @@ def table_inodes(pid: int, table: str, *, listening_only: bool = False) -> set[s
     return found
 
 
+@pytest.mark.process_lifecycle
 def test_worker_does_not_listen_on_tcp(live_kernel):
     kernel = live_kernel()
     pid = pid_of(kernel.run(PRINT_PID))
@@ -817,6 +832,7 @@ def run_to_end(handle, timeout: float = 30) -> list[wire.Event]:
     ("field", "value"),
     [("python", "2.7"), ("protocol", 999), ("cloudpickle", "0.1.0")],
 )
+@pytest.mark.process_lifecycle
 def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
     import cloudpickle
 
@@ -849,6 +865,7 @@ def test_protocol_mismatch_is_refused_before_unpickling(tmp_path, field, value):
     assert not marker.exists(), "the job body was unpickled despite the header mismatch"
 
 
+@pytest.mark.process_lifecycle
 def test_a_silent_same_user_connection_does_not_delay_a_worker_start(tmp_path):
     """A process of the same user that connects to the worker's socket during start-up and then says nothing is
     refused at once (its pid is not the worker's); the real worker still starts without waiting for it."""

@@ -70,7 +70,7 @@ def listing_lines(kernel, run_ids: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restart", "shutdown"])
 def test_a_graceful_shutdown_cancels_background_runs_with_the_reason(live_kernel, workdir: Path, restart: bool):
-    kernel = live_kernel()
+    kernel = live_kernel(fresh=restart)
     info = start_runs(kernel)
     if restart:
         kernel.km.restart_kernel(now=False)  # a shutdown_request with restart=True, as the frontend sends

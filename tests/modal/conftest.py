@@ -43,4 +43,4 @@ def fake_modal(fake_modal_server: FakeModal, monkeypatch: pytest.MonkeyPatch):
 
 
 # Real-kernel fixtures shared with the local-backend suite.
-from tests.kernel.conftest import live_kernel, run_notebook, workdir  # noqa: E402,F401
+from tests.kernel.conftest import live_kernel, run_notebook, spare_kernels, workdir  # noqa: E402,F401

@@ -49,3 +49,47 @@ def test_forwarded_and_logged_output_is_scrubbed_even_when_a_value_is_split(tmp_
     assert stdout == "out ******** end\nwhole ********\n", events
     assert stderr == "err ******** end\n", events
     assert log.read_text() == "between runs ******** end\n"
+
+
+DYING_SCRIPT = """
+import os, sys, threading, time
+from mini_magic.worker.output import EventSender, OutputCapture
+
+out_r, err_r, log_fd = map(int, sys.argv[1:])
+passed_on = threading.Event()
+
+def send_then_die_before_it_arrives(events):
+    passed_on.set()
+    threading.Event().wait()  # the process dies while this event is still on its way
+
+capture = OutputCapture(EventSender(send_then_die_before_it_arrives), log_fd, read_fds=(out_r, err_r))
+capture.active = True
+print("last words", flush=True)
+passed_on.wait(10)
+time.sleep(0.1)
+os._exit(3)
+"""
+
+
+def test_output_the_worker_read_but_never_forwarded_is_still_in_the_pipe_for_the_kernel(tmp_path: Path) -> None:
+    """The kernel drains its copy of the pipes' read ends after a worker died: bytes the worker's reader had taken
+    but not yet sent must still be there (the crash test in tests/kernel saw only the '\\n' of 'last words')."""
+    import os
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    log_fd = os.open(tmp_path / "worker.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", DYING_SCRIPT, str(out_r), str(err_r), str(log_fd)],
+            stdout=out_w, stderr=err_w, pass_fds=(out_r, err_r, log_fd), timeout=60, check=False,
+        )
+        os.close(out_w)
+        os.close(err_w)
+        assert proc.returncode == 3
+        os.set_blocking(out_r, False)
+        leftover = os.read(out_r, 65536).decode()
+    finally:
+        for fd in (out_r, err_r, log_fd):
+            os.close(fd)
+    assert leftover == "last words\n"
