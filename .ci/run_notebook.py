@@ -1,10 +1,16 @@
 """Execute a notebook in a real kernel and print what each cell showed (text only). Exit 1 on an unexpected error.
 
-Cells tagged ``raises-exception`` may fail (they demonstrate errors); any other error fails the run.
+Cells tagged ``raises-exception`` may fail (they demonstrate errors); any other error fails the run. The kernel runs
+in the notebook's own folder, as in Jupyter and under nbval.
+
+    python .ci/run_notebook.py notebooks/quickstart.ipynb notebooks/quickstart.executed.ipynb
+    python .ci/run_notebook.py notebooks/live-training.ipynb notebooks/live-training.ipynb   # refresh the committed
+                                                                                           # outputs (nbval checks)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import nbformat
@@ -13,7 +19,9 @@ from nbclient import NotebookClient
 
 def main(source: str, target: str) -> int:
     nb = nbformat.read(source, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True).execute()
+    folder = os.path.dirname(os.path.abspath(source))
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": folder}}).execute()
     nbformat.write(nb, target)
     failed = False
     for cell in nb.cells:

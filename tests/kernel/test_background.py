@@ -177,8 +177,11 @@ def test_named_background_run_returns_at_once_and_assigns_only_on_request(workdi
             h = _
             print(json.dumps({'waited': h.wait(30), 'state': h.state, 'anon': 'anon' in globals()}))
         """),
+        cell("""
+            print(json.dumps([str(bar) for bar in job._panel._bars]))
+        """),
     ])
-    setup, submit, after, ticks, waited, result, assigned, anon_submit, anon_waited = cells
+    setup, submit, after, ticks, waited, result, assigned, anon_submit, anon_waited, kernel_bars = cells
 
     # the submitting cell shows only the panel, and returns at once: the next cell finds the run still going
     assert ok(submit) == "" and submit.stderr == ""
@@ -204,7 +207,11 @@ def test_named_background_run_returns_at_once_and_assigns_only_on_request(workdi
     assert "remote print start" in panel.text and "remote print end" in panel.text, panel.outputs
     assert all(f"callback job {i}" in panel.text for i in range(6)), panel.outputs
     assert "remote display" in panel.html(), panel.outputs
-    assert "bgbar" in panel.bars and "6/6" in panel.bars, panel.bars
+    # The bar widget is created by the run's drain thread; nbclient records a comm message only while the cell it
+    # names as parent executes, so with ipykernel 7.1 the bar's model can be missing from the recorded state (seen
+    # twice in one CI run): the kernel's own panel is then the witness that the bar was shown and finished.
+    bars = panel.bars or " ".join(json.loads(ok(kernel_bars)))
+    assert "bgbar" in bars and "6/6" in bars, (panel.bars, kernel_bars.outputs)
     # ... and nowhere else
     for other in (setup, after, ticks, waited, result, assigned, anon_waited):
         assert_clean(other, markers)

@@ -1,4 +1,9 @@
-"""The example notebooks run top to bottom in a real kernel; only cells tagged ``raises-exception`` may fail."""
+"""The quickstart notebook, run top to bottom in a real kernel, shows what it promises, also without widgets.
+
+Every example notebook (this one too) also runs under nbval in .ci/test (``pytest --nbval-lax notebooks/``), which
+compares its checked cells with the committed outputs; this test adds what nbval cannot see: the outputs that
+vary from run to run (values that came back, bars, plots, panels) and how the notebook reads in nbconvert.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,7 @@ from nbclient import NotebookClient
 
 from .conftest import kernel_env
 
-NOTEBOOKS = [p for p in sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
-             if not p.name.endswith(".executed.ipynb")]
+NOTEBOOKS = [Path(__file__).parents[2] / "notebooks" / "quickstart.ipynb"]
 
 
 def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
@@ -26,10 +30,6 @@ def execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
     finally:
         km.shutdown_kernel(now=True)
     return nb
-
-
-def test_there_are_notebooks() -> None:
-    assert any(p.name == "quickstart.ipynb" for p in NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -40,9 +40,10 @@ class LabServers:
         self.servers: list[LabServer] = []
 
     def __call__(self, settings: dict | None = None, config: dict | None = None,
-                 env: dict[str, str] | None = None) -> LabServer:
-        """settings: ``{plugin_id: {key: value}}`` overrides (e.g. lab.NO_SUBSHELLS); config: traitlets config."""
-        server = self._stack.enter_context(start_lab_server(self._tmp.mktemp("lab"), settings, config, env))
+                 env: dict[str, str] | None = None, app: str = "jupyterlab") -> LabServer:
+        """settings: ``{plugin_id: {key: value}}`` overrides (e.g. lab.NO_SUBSHELLS); config: traitlets config;
+        app: ``jupyterlab`` or ``notebook`` (Jupyter Notebook 7)."""
+        server = self._stack.enter_context(start_lab_server(self._tmp.mktemp("lab"), settings, config, env, app))
         self.servers.append(server)
         return server
 
@@ -64,6 +65,12 @@ def lab_server_no_subshells(lab_server_factory) -> LabServer:
     """A server whose Lab sends comm messages on the main shell channel (commsOverSubshells "disabled"), as
     JupyterLab < 4.4 does: comm handlers then run only between cells, never while one executes."""
     return lab_server_factory(settings=NO_SUBSHELLS)
+
+
+@pytest.fixture(scope="session")
+def notebook7_server(lab_server_factory) -> LabServer:
+    """A Jupyter Notebook 7 server (``jupyter notebook``): the same prebuilt extensions, another shell."""
+    return lab_server_factory(app="notebook")
 
 
 @pytest.fixture(scope="session")

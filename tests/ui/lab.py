@@ -93,6 +93,10 @@ class LabServer:
         tree = f"/tree/{quote(path)}" if path else ""
         return f"{self.url}lab/workspaces/{workspace}{tree}?token={self.token}"
 
+    def notebook7_url(self, path: str) -> str:
+        """Where Jupyter Notebook 7 (a server started with ``app="notebook"``) opens the notebook ``path``."""
+        return f"{self.url}notebooks/{quote(path)}?token={self.token}"
+
     def log_tail(self, lines: int = 200) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -100,9 +104,11 @@ class LabServer:
 
 @contextlib.contextmanager
 def start_lab_server(base_dir: Path, settings: dict | None = None, config: dict | None = None,
-                     env: dict[str, str] | None = None) -> Iterator[LabServer]:
+                     env: dict[str, str] | None = None, app: str = "jupyterlab") -> Iterator[LabServer]:
     """Start ``jupyter lab`` in an isolated environment under ``base_dir``; stop it (and its kernels) on exit.
 
+    app: the frontend's Python module, ``jupyterlab`` or ``notebook`` (Jupyter Notebook 7, built on the same
+        JupyterLab components and loading the same prebuilt extensions).
     settings: JupyterLab settings overrides, ``{plugin_id: {key: value}}``, merged over QUIET_SETTINGS and written
         to the server's own ``app_settings_dir/overrides.json`` (they become the schema defaults the frontend sees).
     config: traitlets config merged over the defaults, e.g. ``{"ServerApp": {"log_level": "DEBUG"}}``.
@@ -131,6 +137,10 @@ def start_lab_server(base_dir: Path, settings: dict | None = None, config: dict 
             # window.jupyterapp: lets tests read frontend state (kernel status, settings) precisely.
             "expose_app_in_browser": True,
         },
+        "JupyterNotebookApp": {
+            "app_settings_dir": str(dirs["app-settings"]),
+            "expose_app_in_browser": True,
+        },
     }, config or {})
     (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps(server_config, indent=1))
 
@@ -150,7 +160,7 @@ def start_lab_server(base_dir: Path, settings: dict | None = None, config: dict 
 
     log_path = base_dir / "server.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jupyterlab"], cwd=dirs["root"], env=server_env,
+        process = subprocess.Popen([sys.executable, "-m", app], cwd=dirs["root"], env=server_env,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         yield _wait_until_up(process, dirs["runtime"], token, dirs["root"], log_path)
