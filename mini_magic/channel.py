@@ -17,9 +17,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from . import shared_frames
+
 _COUNT = struct.Struct("!I")
 _LENGTH = struct.Struct("!Q")
 _SMALL_FRAME = 1 << 20  # read into a bytearray; larger frames into memory that exists only as bytes arrive
+_SHARED = 1 << 63  # in a frame's length: its bytes are in a memory file whose descriptor follows (shared_frames)
 
 
 class ChannelClosed(EOFError):
@@ -35,23 +38,69 @@ class Channel:
 
     def send_frames(self, frames: Sequence[Any]) -> None:
         views = [memoryview(f).cast("B") for f in frames]
-        head = _COUNT.pack(len(views)) + b"".join(_LENGTH.pack(v.nbytes) for v in views)
-        with self._send_lock:
-            if views and views[0].nbytes < 65536:
-                # One syscall for the common small message.
-                self.sock.sendall(head + views[0].tobytes())
-                rest = views[1:]
-            else:
-                self.sock.sendall(head)
-                rest = views
-            for view in rest:
-                self.sock.sendall(view)
+        # Large frames are written to shared memory before the lock is taken: other threads keep sending meanwhile.
+        shared = self._share(views)
+        try:
+            lengths = [v.nbytes | (_SHARED if i in shared else 0) for i, v in enumerate(views)]
+            head = _COUNT.pack(len(views)) + b"".join(_LENGTH.pack(n) for n in lengths)
+            with self._send_lock:
+                if views and views[0].nbytes < 65536:
+                    # One syscall for the common small message.
+                    self.sock.sendall(head + views[0].tobytes())
+                    start = 1
+                else:
+                    self.sock.sendall(head)
+                    start = 0
+                for i in range(start, len(views)):
+                    if i in shared:
+                        # One byte carries each descriptor, so a reader that reads exact lengths gets it with that
+                        # byte and no other read can swallow it.
+                        socket.send_fds(self.sock, [b"\0"], [shared[i]])
+                    else:
+                        self.sock.sendall(views[i])
+        finally:
+            for fd in shared.values():
+                os.close(fd)
+
+    @staticmethod
+    def _share(views: Sequence[memoryview]) -> dict[int, int]:
+        """Index -> descriptor of a sealed memory file, for the frames that go through shared memory."""
+        shared: dict[int, int] = {}
+        if not any(v.nbytes >= shared_frames.MIN_SHARED for v in views) or not shared_frames.available():
+            return shared
+        try:
+            for i, view in enumerate(views):
+                if view.nbytes >= shared_frames.MIN_SHARED:
+                    fd = shared_frames.write(view)
+                    if fd is not None:
+                        shared[i] = fd
+        except BaseException:
+            for fd in shared.values():
+                os.close(fd)
+            raise
+        return shared
 
     def recv_frames(self) -> list[bytearray | mmap.mmap]:
-        """One message's frames, as bytes-like objects (a large frame is an anonymous ``mmap``)."""
+        """One message's frames, as bytes-like objects (a large frame is an ``mmap``: of shared memory the sender
+        wrote, or anonymous memory filled from the socket)."""
         (count,) = _COUNT.unpack(self._recv_exact(_COUNT.size))
         lengths = [_LENGTH.unpack(self._recv_exact(_LENGTH.size))[0] for _ in range(count)]
-        return [self._recv_exact(n) for n in lengths]
+        return [self._recv_shared(n & ~_SHARED) if n & _SHARED else self._recv_exact(n) for n in lengths]
+
+    def _recv_shared(self, n: int) -> mmap.mmap:
+        message, fds, flags, _ = socket.recv_fds(self.sock, 1, 1)
+        if not message:
+            for fd in fds:
+                os.close(fd)
+            raise ChannelClosed("the peer closed the connection")
+        if len(fds) != 1 or flags & socket.MSG_CTRUNC:
+            for fd in fds:
+                os.close(fd)
+            raise ChannelClosed("a shared frame arrived without its memory file")
+        try:
+            return shared_frames.map_received(fds[0], n)
+        except (OSError, ValueError) as exc:
+            raise ChannelClosed(f"a shared frame of {n} bytes could not be mapped here ({exc})") from None
 
     def _recv_exact(self, n: int) -> bytearray | mmap.mmap:
         buf: bytearray | mmap.mmap

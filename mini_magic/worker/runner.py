@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import inspect
 import linecache
+import mmap
 import os
 import signal
 import socket
@@ -141,9 +142,15 @@ class Worker:
                     calls.close()  # every hither call is delivered before the Result
                 self.sync_output()
                 if call is None:
-                    self._send_result(job, namespace, initial, inputs, has_value, value, saved, shown)
+                    result = self._result(job, namespace, initial, inputs, has_value, value, saved, shown)
                 else:
-                    self._send_return(value, namespace, inputs, saved)
+                    result = self._return(value, namespace, inputs, saved)
+                # What goes back is packed: the inputs are not needed any more, and a large result is about to be
+                # copied out. Let go of them first, so the input, the result and its copy are never all resident.
+                del initial, inputs, value, call
+                saved.release()
+                _unmap(job.closure.buffers)
+                self.sender.emit(wire.Result, **result)
         except BaseException as exc:  # noqa: BLE001 - everything the cell raises goes back to the kernel
             if self.display is not None and isinstance(exc, Exception):
                 self.display.after_run()  # a failed cell's figures show (and close) too, as in a kernel cell
@@ -181,8 +188,9 @@ class Worker:
         inputs = RunInputs({**shipped, **(call or {})}, sizes, namespace, references=job.return_known)
         return namespace, inputs, call, run_guards
 
-    def _send_result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> None:
-        """``shown``: the trailing value's (mimebundle, metadata), formatted where the cell ran (display.py)."""
+    def _result(self, job, namespace, initial, inputs, has_value, value, saved, shown=None) -> dict[str, Any]:
+        """A cell's Result event, packed. ``shown``: the trailing value's (mimebundle, metadata), formatted where the
+        cell ran (display.py)."""
         names, unsendable = _output_names(job, namespace, initial, inputs.changed())
         values = {n: wire.ModuleRef(v.__name__) if isinstance(v, ModuleType) else v for n in names for v in [namespace[n]]}
         packed, options = self._pack_results(values, namespace, inputs, unsendable)
@@ -199,17 +207,8 @@ class Worker:
                 trailing, bundle, bundle_metadata = None, None, None
                 self.sender.emit(wire.Stderr, text="mini_magic: the value of the cell's last expression was not "
                                  "brought back: it holds a secret value (--secret); secrets never leave the worker.\n")
-        self.sender.emit(
-            wire.Result,
-            outputs=packed,
-            unsendable=unsendable,
-            deleted=deleted,
-            trailing=trailing,
-            trailing_bundle=bundle,
-            trailing_metadata=bundle_metadata,
-            dirty=saved.dirty_reason(),
-            settings=saved.settings_changed,
-        )
+        return dict(outputs=packed, unsendable=unsendable, deleted=deleted, trailing=trailing, trailing_bundle=bundle,
+                    trailing_metadata=bundle_metadata, dirty=saved.dirty_reason(), settings=saved.settings_changed)
 
     def _pack_results(self, values: dict[str, Any], namespace: dict[str, Any], inputs: RunInputs,
                       unsendable: dict[str, str]) -> tuple[wire.PackedValues, dict[str, Any]]:
@@ -229,12 +228,12 @@ class Worker:
             unsendable[name] = f"{type(failure.value).__name__} cannot be pickled: {failure.cause}"
         return packed, options
 
-    def _send_return(self, value: Any, namespace: dict[str, Any], inputs: RunInputs, saved: _ProcessState) -> None:
+    def _return(self, value: Any, namespace: dict[str, Any], inputs: RunInputs, saved: _ProcessState) -> dict[str, Any]:
         """A call's Result: its return value under the one name :data:`wire.RETURN` (the cell's path packs it, so
         secrets, unpicklable values and references to the caller's objects follow the rules of a cell's names)."""
         unsendable: dict[str, str] = {}
         packed, _ = self._pack_results({wire.RETURN: value}, namespace, inputs, unsendable)
-        self.sender.emit(wire.Result, outputs=packed, unsendable=unsendable, deleted=(), dirty=saved.dirty_reason())
+        return dict(outputs=packed, unsendable=unsendable, deleted=(), dirty=saved.dirty_reason())
 
     def _send_item(self, item: Any, namespace: dict[str, Any]) -> None:
         """One item a called generator yielded, sent at once; output and hither calls made before it go first. An
@@ -279,6 +278,17 @@ class Worker:
 
 _SHELL = WorkerShell()
 
+
+
+def _unmap(buffers: tuple[Any, ...]) -> None:
+    """Unmap the job's large input frames now rather than when the job is dropped; a frame something still uses (a
+    result that is a view of an input, a thread the run left running) stays mapped."""
+    for buffer in buffers:
+        if isinstance(buffer, mmap.mmap):
+            try:
+                buffer.close()
+            except BufferError:
+                pass
 
 
 def _is_internal(tb: TracebackType) -> bool:

@@ -527,3 +527,100 @@ def test_worker_socket_is_0600_while_spawning_and_removed_after(tmp_path):
         shutil.rmtree(socket_dir, ignore_errors=True)
     assert exits, "on_exit was not called after close()"
     assert not proc_running(worker.pid)
+
+
+# -- large frames in shared memory -------------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def memfd_descriptors() -> int:
+    return sum("memfd:mini_magic" in os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def mapping_of(buffer: Any) -> str:
+    """The /proc/self/maps line of the mapping that holds ``buffer``'s first byte."""
+    import ctypes
+
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if start <= address < end:
+            return line
+    raise AssertionError("no mapping holds the buffer")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memory files and SCM_RIGHTS are Linux's")
+def test_a_large_frame_arrives_as_a_private_mapping_of_shared_memory_and_no_descriptor_stays_open(monkeypatch):
+    monkeypatch.delenv("MINI_MAGIC_SHARED_MEMORY", raising=False)
+    before = memfd_descriptors()
+    big = os.urandom(3 * MIB)
+    small, got, tail = roundtrip([b"small", big, b"tail"])
+    assert (bytes(small), bytes(got), bytes(tail)) == (b"small", big, b"tail")
+    assert "memfd:mini_magic" in mapping_of(got)
+    got[:4] = b"mine"  # writable, copy-on-write: the receiver's arrays are ordinary writable arrays
+    assert bytes(got[:4]) == b"mine"
+    if sys.version_info >= (3, 13):
+        assert memfd_descriptors() == before, "a memory file descriptor was left open"
+    got.close()  # before 3.13 the mapping holds a duplicate of the descriptor: closing it closes that too
+    assert memfd_descriptors() == before, "a memory file descriptor was left open"
+
+
+def test_with_few_descriptors_left_a_large_frame_is_copied_out_and_holds_none(monkeypatch):
+    from mini_magic import shared_frames
+
+    monkeypatch.delenv("MINI_MAGIC_SHARED_MEMORY", raising=False)
+    monkeypatch.setattr(shared_frames, "_descriptors_to_spare", lambda: False)
+    monkeypatch.setattr(shared_frames, "_UNTRACKED_MAPPINGS", False)
+    before = memfd_descriptors()
+    big = os.urandom(3 * MIB)
+    (got,) = roundtrip([big])
+    assert bytes(got) == big
+    assert "memfd" not in mapping_of(got)
+    assert memfd_descriptors() == before
+
+
+def test_below_the_threshold_or_when_turned_off_frames_go_through_the_socket(monkeypatch):
+    (medium,) = roundtrip([os.urandom(MIB - 1)])
+    assert isinstance(medium, bytearray)
+    monkeypatch.setenv("MINI_MAGIC_SHARED_MEMORY", "0")
+    big = os.urandom(3 * MIB)
+    (got,) = roundtrip([big])
+    assert bytes(got) == big
+    assert "memfd" not in mapping_of(got)
+
+
+@pytest.mark.skipif(not hasattr(socket, "send_fds"), reason="descriptor passing")
+def test_a_shared_frame_whose_file_could_still_shrink_is_refused():
+    """An unsealed file could be truncated after the receiver mapped it: reading the mapping would then kill the
+    receiver with SIGBUS. The receiver refuses it and closes the descriptor."""
+    import struct
+
+    a, b = socket.socketpair()
+    fd = os.memfd_create("mini_magic")
+    os.write(fd, b"x" * (2 * MIB))
+    try:
+        a.sendall(struct.pack("!I", 1) + struct.pack("!Q", (2 * MIB) | (1 << 63)))
+        socket.send_fds(a, [b"\0"], [fd])
+        before = memfd_descriptors()
+        with pytest.raises(ChannelClosed, match="could not be mapped"):
+            Channel(b).recv_frames()
+        assert memfd_descriptors() == before
+    finally:
+        os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_a_shared_frame_without_its_descriptor_fails_cleanly():
+    import struct
+
+    a, b = socket.socketpair()
+    a.sendall(struct.pack("!I", 1) + struct.pack("!Q", (2 * MIB) | (1 << 63)) + b"\0")
+    try:
+        with pytest.raises(ChannelClosed, match="without its memory file"):
+            Channel(b).recv_frames()
+    finally:
+        a.close()
+        b.close()

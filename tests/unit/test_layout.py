@@ -5,7 +5,7 @@ jupyter may be missing and start-up time matters. The rule: a module there impor
 
 - the standard library and cloudpickle;
 - other modules of mini_magic.worker;
-- the contract both sides share (:data:`SHARED`): wire and the picklers it uses, channel, scrub, proctree,
+- the contract both sides share (:data:`SHARED`): wire and the picklers it uses, channel and its shared_frames, scrub, proctree,
   library_settings, placeholder, and figure_formats (stdlib-only at import; used in the worker only once IPython's
   shell exists).
 
@@ -36,7 +36,7 @@ POOL_MODULES = ("pool.py", "process.py", "runtime_dir.py")
 SHARED = frozenset({
     "mini_magic",  # the package's __init__: lazy, imports nothing heavy
     "mini_magic.wire", "mini_magic.pickler", "mini_magic.namespace_pickling",
-    "mini_magic.channel", "mini_magic.scrub", "mini_magic.proctree", "mini_magic.library_settings",
+    "mini_magic.channel", "mini_magic.shared_frames", "mini_magic.scrub", "mini_magic.proctree", "mini_magic.library_settings",
     "mini_magic.placeholder", "mini_magic.figure_formats",
 })
 POOL_EXTRA = frozenset({"mini_magic.owner", "mini_magic.backends.local.process", "mini_magic.backends.local.runtime_dir",

@@ -199,6 +199,9 @@ class WorkerProcess:
                 events = decode_events(self.channel.recv_frames())
                 self.last_used = time.monotonic()
                 self._on_events(self, events)
+                # Not kept while waiting for the next message: a Result holds the run's large values, which must go
+                # when the notebook drops them.
+                del events
         except (ChannelClosed, OSError):
             pass
         except Exception:  # noqa: BLE001 - a reader thread must never die silently
