@@ -44,13 +44,13 @@ class Channel:
             lengths = [v.nbytes | (_SHARED if i in shared else 0) for i, v in enumerate(views)]
             head = _COUNT.pack(len(views)) + b"".join(_LENGTH.pack(n) for n in lengths)
             with self._send_lock:
-                if views and views[0].nbytes < 65536:
-                    # One syscall for the common small message.
-                    self.sock.sendall(head + views[0].tobytes())
-                    start = 1
-                else:
-                    self.sock.sendall(head)
-                    start = 0
+                # One syscall for the leading small frames (a whole job or event batch, usually).
+                start = 0
+                size = len(head)
+                while start < len(views) and start not in shared and size + views[start].nbytes < 65536:
+                    size += views[start].nbytes
+                    start += 1
+                self.sock.sendall(b"".join([head, *views[:start]]) if start else head)
                 for i in range(start, len(views)):
                     if i in shared:
                         # One byte carries each descriptor, so a reader that reads exact lengths gets it with that

@@ -8,6 +8,11 @@ and a kernel interrupt stops all of them. Items report to :class:`ItemRecords`, 
 registry, the panel and the lab extension see one run for the map, with its progress (items finished / total),
 whatever the number of items.
 
+Items travel in batches (one call job runs several calls: mini_magic.worker.calls.each), about eight batches per
+slot in the window and at most :data:`MAX_BATCH` items each, so that many small items do not each pay a job's fixed
+cost while slow items still spread evenly over the slots. With ``return_exceptions=True`` every item is a job of its
+own, so that each failed item's exception keeps its own remote traceback.
+
 Results come back in input order. The first item that fails stops the map (no item is submitted after it, those in
 flight are cancelled) and its error is raised, saying how many items had finished; with ``return_exceptions=True``
 every item runs and a failed item's place holds its exception.
@@ -30,11 +35,14 @@ from .progress_mirror import ProgressMirror
 from .runs import RunRecord, RunRegistry, RunState
 from .session import DelayedPanel, Drainer, abandon, end_run, prepare_job
 from .sinks import LineSink
+from .worker.calls import ITEM
 
 if TYPE_CHECKING:
     from .functions import ThitherFunction
 
 PROGRESS_EVERY = 0.25  # seconds between updates of the map's record and bar while items finish
+BATCHES_PER_SLOT = 8  # more batches: better spread of uneven items; fewer: less fixed cost per item
+MAX_BATCH = 256
 
 
 class ItemRecords:
@@ -47,6 +55,7 @@ class ItemRecords:
         self.total = total
         self.desc = desc
         self.finished = 0
+        self.weights: dict[str, int] = {}  # run id -> how many items its job carries (a batch), when not one
         self._records: dict[str, RunRecord] = {}
         self._lock = threading.Lock()
         self._reported = 0.0
@@ -80,7 +89,7 @@ class ItemRecords:
                outputs: list[str] | None = None) -> RunRecord:
         record = self._records[run_id]
         record.state, record.error, record.finished_at = state, error, time.time()
-        self.finished += 1
+        self.finished += self.weights.pop(run_id, 1)
         self.report()
         return record
 
@@ -116,27 +125,45 @@ class _Map:
         self.name = f"{function.__qualname__}.map"
         self.setup = function.setup((), label=f"{self.name}({self.total} items)")
         self.results: list[Any] = [None] * self.total
+        self.batches: list[tuple[int, int]] = []  # (first item, item after the last) of each job
         self.failed: tuple[int, BaseException] | None = None
         self.stopping: str | None = None  # why no more items start: error, interrupt, cancel
         self.cancel = threading.Event()
         self.bell = threading.Event()
 
     def _build(self, gate: InterruptGate) -> list[Any]:
-        """Every item's job before anything runs: an argument that cannot travel is named, with its item."""
+        """Every batch's job before anything runs: an argument that cannot travel is named, with its item."""
         setup = self.setup
+        window = max(1, min(setup.backend.fan_out(setup.options), self.total))
+        size = 1 if self.return_exceptions else max(1, min(MAX_BATCH, -(-self.total // (window * BATCHES_PER_SLOT))))
+        self.batches = [(start, min(start + size, self.total)) for start in range(0, self.total, size)]
 
         def build_all(keys: tuple[str, ...]) -> list[Any]:
             specs = []
-            for index, (args, kwargs) in enumerate(self.calls):
+            for start, stop in self.batches:
                 try:
-                    specs.append(self.function.builder(setup, args, kwargs)(keys))
+                    if stop - start == 1:
+                        specs.append(self.function.builder(setup, *self.calls[start])(keys))
+                    else:
+                        specs.append(self.function.batch_builder(setup, self.calls[start:stop])(keys))
                 except MiniMagicError as exc:
-                    exc.args = (f"{self.name}, item {index}: {exc}",)
-                    raise
+                    index, error = self._failing_item(start, stop, keys) if stop - start > 1 else (start, exc)
+                    error.args = (f"{self.name}, item {index}: {error}",)
+                    raise error from None
             return specs
 
         return prepare_job(build_all, setup.options, backend=setup.backend, cwd=setup.context.cwd, gate=gate,
                            what=f"{self.name}'s calls")
+
+    def _failing_item(self, start: int, stop: int, keys: tuple[str, ...]) -> tuple[int, MiniMagicError]:
+        """Which item of a batch cannot be packed, and its own error naming its argument (each item packed on its
+        own, only once its batch failed)."""
+        for index in range(start, stop):
+            try:
+                self.function.builder(self.setup, *self.calls[index])(keys)
+            except MiniMagicError as exc:
+                return index, exc
+        raise AssertionError("a batch failed to pack but none of its items does")
 
     def run(self) -> list[Any]:
         setup = self.setup
@@ -168,14 +195,17 @@ class _Map:
     def _drive(self, gate: InterruptGate, specs: list[Any], running: dict[int, Drainer], items: ItemRecords,
                bar: ProgressMirror, panel: DelayedPanel) -> None:
         setup = self.setup
-        window = max(1, min(setup.backend.fan_out(setup.options), self.total))
+        window = max(1, min(setup.backend.fan_out(setup.options), len(self.batches)))
         submitted = 0
         shown = -1.0
         while True:
             try:
-                while self.stopping is None and submitted < self.total and len(running) < window:
+                while self.stopping is None and submitted < len(self.batches) and len(running) < window:
                     active = setup.start(specs[submitted], registry=items, sink=LineSink(setup.runtime.sink))
                     specs[submitted] = None  # sent: the kernel no longer needs its packed arguments
+                    start, stop = self.batches[submitted]
+                    if stop - start > 1:
+                        items.weights[active.run_id] = stop - start
                     active.handle.doorbell = self.bell
                     running[submitted] = Drainer(active, grace=setup.grace)
                     submitted += 1
@@ -209,10 +239,21 @@ class _Map:
                 for drainer in running.values():
                     drainer.interrupted()  # the first asks each to stop, a second kills them
 
-    def _ended(self, index: int, outcome: Any, running: dict[int, Drainer]) -> None:
+    def _ended(self, batch: int, outcome: Any, running: dict[int, Drainer]) -> None:
+        start, stop = self.batches[batch]
         if outcome.error is None:
-            self.results[index] = outcome.returned
+            if stop - start == 1:
+                self.results[start] = outcome.returned
+            else:
+                self.results[start:stop] = outcome.returned
             return
+        index = start
+        if stop - start > 1:  # the batch says which of its calls raised (worker.calls.each)
+            index += getattr(outcome.error, ITEM, 0)
+            try:
+                delattr(outcome.error, ITEM)
+            except AttributeError:
+                pass
         self.results[index] = outcome.error
         if self.stopping is None and not self.return_exceptions:
             self.failed = (index, outcome.error)

@@ -147,6 +147,17 @@ class ThitherFunction:
         return lambda secret_keys: build_call_job(self.function, args, kwargs, setup.options, setup.context,
                                                   secret_keys, run_guards=self.guards, imports=self.imports)
 
+    def batch_builder(self, setup: CallSetup, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+                      ) -> Callable[[tuple[str, ...]], JobSpec]:
+        """Several calls in one job (mini_magic.worker.calls.each), for a map: the function travels once and the
+        per-job cost is paid once per batch. The function keeps its own namespace, as in :meth:`builder`."""
+        from .jobs import build_call_job, home_namespace
+        from .worker.calls import each
+
+        return lambda secret_keys: build_call_job(each, (self.function, calls), {}, setup.options, setup.context,
+                                                  secret_keys, namespace=home_namespace(self.function),
+                                                  run_guards=self.guards, imports=self.imports)
+
 
 def gather(*calls: FunctionCall, timeout: float | None = None) -> list[Any]:
     """The results of spawned calls, in the order given; the first call (in that order) that failed raises its

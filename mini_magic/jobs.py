@@ -97,12 +97,18 @@ def build_call_job(function: Callable[..., Any], args: Sequence[Any], kwargs: di
     if not callable(function):
         raise ThitherUsageError(f"a call job needs a callable, not {type(function).__name__}")
     if namespace is None:
-        main = getattr(function, "__module__", None) == "__main__"
-        namespace = getattr(function, "__globals__", None) if main else None
+        namespace = home_namespace(function)
     name = getattr(function, "__qualname__", type(function).__name__)
     return _build(wire.call_values(function, args, kwargs), namespace if namespace is not None else {}, options,
                   context, secret_keys, wire.JobHeader(run_id=new_run_id(), kind="call"), list(run_guards),
                   source="", filename=f"<thither call {name}>", first_line=1, imports=set(imports))
+
+
+def home_namespace(function: Any) -> dict[str, Any] | None:
+    """Where a function lives, for a call of it: its globals when it was defined in ``__main__`` (a notebook
+    cell or a script), which then travel with it; None for a module's function, which travels by reference."""
+    main = getattr(function, "__module__", None) == "__main__"
+    return getattr(function, "__globals__", None) if main else None
 
 
 def new_run_id() -> str:

@@ -122,9 +122,9 @@ class RunRecord:
         """Return a JSON-serialisable dict with one key per field, ``state`` as its string value."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["state"] = self.state.value
-        d["profile"] = copy.deepcopy(self.profile)
+        d["profile"] = _copy_json(self.profile)
         d["outputs"] = list(self.outputs)
-        d["progress"] = copy.deepcopy(self.progress)
+        d["progress"] = _copy_json(self.progress)
         d["owner"] = self.owner.to_json() if self.owner is not None else None
         return d
 
@@ -141,9 +141,20 @@ class RunRecord:
 
 
 def _clone(rec: RunRecord) -> RunRecord:
-    # Observers and callers get their own copy so they can never mutate the registry's state.
-    return dataclasses.replace(rec, profile=copy.deepcopy(rec.profile), outputs=list(rec.outputs),
-                               progress=copy.deepcopy(rec.progress))
+    # Observers and callers get their own copy so they can never mutate the registry's state. copy.copy, not
+    # dataclasses.replace: replace re-runs __init__ and costs several times more, on every transition.
+    clone = copy.copy(rec)
+    clone.profile, clone.outputs, clone.progress = _copy_json(rec.profile), list(rec.outputs), _copy_json(rec.progress)
+    return clone
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (what profiles and progress hold), without deepcopy's memo bookkeeping."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _json_profile(profile: Any) -> dict:

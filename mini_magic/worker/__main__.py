@@ -69,5 +69,18 @@ def main() -> int:
             worker.handle(frames)
 
 
+def _profiled(path: str) -> int:
+    """``MINI_MAGIC_PROFILE_WORKER=FILE``: the worker's cProfile statistics, written when it shuts down (for the
+    benchmarks: where a run's time goes on the remote side)."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(main)
+    finally:
+        profiler.dump_stats(f"{path}.{os.getpid()}")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_profiled(os.environ["MINI_MAGIC_PROFILE_WORKER"]) if os.environ.get("MINI_MAGIC_PROFILE_WORKER")
+             else main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 
@@ -34,6 +35,33 @@ def invoke(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
             finally:
                 loop.close()
     return result
+
+
+ITEM = "mini_magic_item"  # set on an exception raised by one call of a batch: its place in the batch
+
+
+def each(function: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]], *,
+         around: Callable[[], AbstractContextManager[Any]] = nullcontext) -> list[Any]:
+    """A batch of a map's calls in one job: ``[function(*args, **kwargs) for args, kwargs in calls]``, each call made
+    as :func:`invoke` makes one, inside its own ``around()`` (the run's guards: entered per call, as for a call that
+    is a job of its own). The first call that raises ends the batch; its exception says which call it was
+    (attribute :data:`ITEM`), so the map names the item."""
+    results = []
+    for index, (args, kwargs) in enumerate(calls):
+        try:
+            with around():
+                results.append(invoke(function, list(args), kwargs, _no_items))
+        except Exception as exc:
+            try:
+                setattr(exc, ITEM, index)
+            except (AttributeError, TypeError):
+                pass
+            raise
+    return results
+
+
+def _no_items(item: Any) -> None:  # a map refuses generator functions before it builds any batch
+    raise TypeError("a map's function yielded an item")
 
 
 def _drive(generator: Any, send_item: Callable[[Any], None]) -> Any:

@@ -125,12 +125,17 @@ class Worker:
                 initial = dict(namespace)
                 if self.display is not None:
                     self.display.before_run()
-                with guarded(run_guards):
+                function, args, kwargs = wire.split_call(call) if call is not None else (None, [], {})
+                batch = function is call_jobs.each  # a map's batch: each call under the guards, as on its own
+                with guarded([] if batch else run_guards):
                     if call is None:
                         has_value, value = _execute(job, namespace)
+                    elif batch:
+                        has_value, value = False, call_jobs.each(*args, around=lambda: guarded(run_guards))
                     else:
-                        has_value, value = False, call_jobs.invoke(*wire.split_call(call),
+                        has_value, value = False, call_jobs.invoke(function, args, kwargs,
                                                                    lambda item: self._send_item(item, namespace))
+                del function, args, kwargs
                 shown = None
                 if self.display is not None:
                     # Formatted here, under the cell's state and library options, as the kernel's displayhook would.

@@ -161,6 +161,10 @@ out["nested"] = nested(5)
 out["error"] = error_of(lambda: fails(3))
 out["unsendable"] = error_of(lambda: scaled(threading.Lock()))
 out["map_unsendable"] = error_of(lambda: scaled.map([1, threading.Lock()]))
+# Many items travel in batches (several calls per job): the same results, item numbers and progress.
+out["batched"] = scaled.map(range(300))
+out["batched_error"] = error_of(lambda: fails.map(range(100)))
+out["batched_unsendable"] = error_of(lambda: scaled.map([1] * 50 + [threading.Lock()] + [1] * 49))
 out["timeout"] = error_of(too_slow)[:2]
 out["hither"] = [reports(3, track), seen]
 
@@ -210,6 +214,14 @@ def check_script(out: dict[str, Any], stdout: str, stderr: str) -> None:
     name, message, _ = out["map_unsendable"]
     assert name == "CaptureError" and message.startswith("scaled.map, item 1: cannot send argument args[0]")
     assert out["timeout"][0] == "RunTimeout" and "timeout=" in out["timeout"][1]
+    assert out["batched"] == [10 * i for i in range(300)]
+    name, message, text = out["batched_error"]
+    assert (name, message) == ("ValueError", "bad 3") and 'raise ValueError(f"bad {x}")' in text
+    if sys.version_info >= (3, 11):
+        assert "fails.map: item 3 failed" in text, text
+    assert "mini_magic_item" not in text
+    name, message, _ = out["batched_unsendable"]
+    assert name == "CaptureError" and message.startswith("scaled.map, item 50: cannot send argument args[0]"), message
     assert out["hither"] == [3, [0, 1, 2]]
     records = out["records"]
     assert all(state in ("done", "failed", "cancelled") for _, state, _ in records), records
@@ -219,7 +231,10 @@ def check_script(out: dict[str, Any], stdout: str, stderr: str) -> None:
     assert sum(1 for r in records if r[0] == "fails.map(6 items)" and r[1] == "failed") == 1, records
     assert sum(1 for r in records if r[0].startswith("endless(") and r[1] == "cancelled") == 1, records
     assert sum(1 for r in records if r[0].startswith("unsendable")) == 0
-    assert len(records) == 21, records  # one per call, one per map; nothing for the calls that never ran
+    batched = [r for r in records if r[0] == "scaled.map(300 items)"]
+    assert len(batched) == 1 and batched[0][1] == "done" and batched[0][2]["n"] == 300 == batched[0][2]["total"]
+    assert sum(1 for r in records if r[0] == "fails.map(100 items)" and r[1] == "failed") == 1, records
+    assert len(records) == 23, records  # one per call, one per map; nothing for the calls that never ran
 
 
 def test_a_plain_script_calls_thither_functions_every_way(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ middle.remove()
 outer.remove()
 body(False)
 out["log_removed"] = taken()
+out["map"] = body.map([False] * 100)  # items travel in batches: each call is still guarded on its own
+out["log_map"] = taken()
 print("RESULT " + json.dumps(out))
 '''
 
@@ -226,6 +228,8 @@ def check_guards(tmp_path: Path, backend: str) -> None:
     assert out["guard_error"] == ["GuardFailed", "guard 'unseeded' failed before the run: RuntimeError: no seed"]
     assert "never" not in out["log_guard_error"]
     assert out["log_removed"] == ["function enter", "body", "function exit"]
+    assert out["map"] == [1] * 100
+    assert sorted(out["log_map"]) == sorted(["function enter", "body", "function exit"] * 100), out["log_map"]
 
 
 def check_invoke(tmp_path: Path, backend: str) -> None:
