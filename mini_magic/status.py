@@ -14,12 +14,18 @@ Protocol (JSON, version 1)::
 ``run`` is :meth:`RunRecord.to_json` plus ``elapsed``. Events come from the run registry's observers, on whichever
 thread made the transition (the main thread, a background run's drainer), and a Cancel may arrive on a kernel
 subshell thread while a cell runs: every handler is thread-safe, logs with the run id and never raises.
+
+Run events are sent by a thread of their own, at most :data:`COALESCE` seconds after they happen, and the events of
+one run within that time are coalesced: only the newest is sent (a fast cell's created, started and finished make
+one ``finished`` message). Sending three comm messages from the cell's own thread was most of what a warm
+``%%thither`` cell cost in a kernel; a frontend needs the newest state of each run, not every step.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import comm as comm_package  # ipykernel's dependency: always there where a kernel is
@@ -32,6 +38,7 @@ log = logging.getLogger("mini_magic.status")
 
 TARGET = "mini_magic"
 PROTOCOL = 1
+COALESCE = 0.05  # seconds: run events are sent this long after they happen, the newest of each run only
 
 
 def run_json(record: RunRecord) -> dict[str, Any]:
@@ -49,6 +56,10 @@ class StatusChannel:
         # Held while a snapshot is built and sent and while an event is sent: a new comm then never gets a run
         # event older than its snapshot, nor a snapshot older than an event it already got.
         self._lock = threading.RLock()
+        self._pending: dict[str, dict[str, Any]] = {}  # run id -> its newest event not yet sent
+        self._wake = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._closed = False
         self._unsubscribe = registry.subscribe(self._on_run)
 
     def open(self, comm: Any, message: dict[str, Any]) -> None:
@@ -61,6 +72,7 @@ class StatusChannel:
             data = ((message or {}).get("content") or {}).get("data") or {}
             frontend = data.get("frontend_id") if isinstance(data.get("frontend_id"), str) else None
             with self._lock:
+                self._flush()  # the frontends already here get what happened before this snapshot
                 if frontend:
                     for old_id in [c for c, f in self._frontends.items() if f == frontend]:
                         self._forget_silently(self._comms.get(old_id))
@@ -105,13 +117,34 @@ class StatusChannel:
                 self._send(comm, {"type": "cancel_ack", "run_id": run_id, "request_id": data.get("request_id"),
                                   "delivered": delivered})
             elif data.get("type") == "snapshot_request":
-                self._send(comm, self.snapshot())
+                with self._lock:
+                    self._flush()
+                    self._send(comm, self.snapshot())
         except Exception:  # noqa: BLE001 - never raise into the kernel
             log.exception("handling a mini_magic comm message failed: %r", data)
 
     def _on_run(self, event: str, record: RunRecord) -> None:
-        message = {"type": "run", "event": event, "run": run_json(record)}
-        with self._lock:  # comm.send only queues the message for the iopub thread: holding the lock is cheap
+        with self._lock:
+            if not self._comms or self._closed:
+                return
+            self._pending[record.run_id] = {"type": "run", "event": event, "run": run_json(record)}
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_events, name="mini_magic-status", daemon=True)
+                self._sender.start()
+        self._wake.set()
+
+    def _send_events(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            time.sleep(COALESCE)
+            self._wake.clear()
+            with self._lock:
+                self._flush()
+
+    def _flush(self) -> None:  # locked
+        """Send the pending run events (comm.send only queues a message for the iopub thread)."""
+        pending, self._pending = self._pending, {}
+        for message in pending.values():
             for comm in list(self._comms.values()):
                 self._send(comm, message)
 
@@ -146,6 +179,9 @@ class StatusChannel:
         """At ``%unload_ext``: tell each frontend its comm is gone (it drops it locally), then forget them all."""
         self._unsubscribe()
         with self._lock:
+            self._flush()
+            self._closed = True
+            self._wake.set()
             for comm in list(self._comms.values()):
                 self._send(comm, {"type": "closing"})
                 self._forget_silently(comm)

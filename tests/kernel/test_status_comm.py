@@ -20,6 +20,29 @@ def _comm_messages(kernel: LiveKernel, comm_id: str, until, timeout: float = 30)
     raise TimeoutError(f"comm messages so far: {seen}")
 
 
+def _until_idle_and(kernel: LiveKernel, msg_id: str, done, timeout: float = 30) -> list[dict]:
+    """Every iopub message until the cell ``msg_id`` went idle and ``done(messages)`` holds. Run events are sent
+    up to status.COALESCE after they happen, so they may come after the cell's idle: one reader for both."""
+    seen: list[dict] = []
+    idle = False
+    for msg in kernel.iopub(timeout):
+        seen.append(msg)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status":
+            idle = idle or msg["content"]["execution_state"] == "idle"
+        if idle and done(seen):
+            return seen
+    raise TimeoutError(f"idle: {idle}; messages so far: {seen}")
+
+
+def _finished_on(comm_id: str):
+    return lambda messages: any(d.get("event") == "finished" for d in _data_by_comm(messages, [comm_id])[comm_id])
+
+
+def _run_events(kernel: LiveKernel, comm_id: str, msg_id: str, timeout: float = 30) -> list[dict]:
+    """The comm's messages until the cell ``msg_id`` went idle and its run's ``finished`` event came."""
+    return _data_by_comm(_until_idle_and(kernel, msg_id, _finished_on(comm_id), timeout), [comm_id])[comm_id]
+
+
 def _open(kernel: LiveKernel) -> str:
     comm_id = uuid.uuid4().hex
     kernel.client.shell_channel.send(kernel.client.session.msg(
@@ -41,13 +64,19 @@ def test_snapshot_events_and_cancel_over_a_subshell(live_kernel) -> None:
     (snapshot,) = _comm_messages(kernel, comm_id, lambda m: any(x["type"] == "snapshot" for x in m))
     assert snapshot["protocol"] == 1 and snapshot["runs"][0]["state"] == "done"
 
+    # A fast cell: its events come coalesced (only the newest state of a run within status.COALESCE is sent).
     msg_id = kernel.submit("%%thither\nvalue = 42")
-    events = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "finished" for x in m))
-    assert [e["event"] for e in events][:2] == ["created", "started"]
-    created, finished = events[0]["run"], events[-1]["run"]
-    assert created["msg_id"] == msg_id and created["state"] == "queued" and created["backend"] == "local"
+    events = _run_events(kernel, comm_id, msg_id)
+    assert [e["event"] for e in events] == ["finished"], events
+    finished = events[-1]["run"]
+    assert finished["msg_id"] == msg_id and finished["backend"] == "local"
     assert finished["state"] == "done" and finished["outputs"] == ["value"] and finished["elapsed"] >= 0
-    kernel.collect(msg_id)
+
+    # A slower one: every state it spends time in is seen, in order.
+    msg_id = kernel.submit("%%thither\nimport time\ntime.sleep(0.5)\nvalue = 43")
+    events = _run_events(kernel, comm_id, msg_id)
+    assert [e["event"] for e in events] == ["started", "finished"], events
+    assert events[0]["run"]["msg_id"] == msg_id and events[0]["run"]["state"] == "running"
 
     subshell = _create_subshell(kernel)
     msg_id = kernel.submit("%%thither\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)")
@@ -88,12 +117,11 @@ def test_load_ext_opens_the_comm_itself_for_frontends_already_connected(live_ker
 
     msg_id = kernel.submit("%%thither\nimport time\nfrom tqdm.auto import tqdm\n"
                            "for _ in tqdm(range(3), desc='steps'):\n    time.sleep(0.6)")
-    events = _comm_messages(kernel, comm_id, lambda m: any(x.get("event") == "finished" for x in m))
+    events = _run_events(kernel, comm_id, msg_id)
     finished = events[-1]["run"]
     assert finished["execution_count"] == 2 and finished["background"] is False
     assert finished["progress"] == {"n": 3, "total": 3, "desc": "steps"}, finished
     assert any(e["event"] == "updated" and e["run"]["progress"] for e in events)
-    kernel.collect(msg_id)
 
     # The frontend's Cancel works on the comm the kernel opened, like on one the frontend opened.
     _send(kernel, comm_id, {"type": "cancel", "run_id": "nothing", "request_id": "r1"})
@@ -118,7 +146,8 @@ def test_a_reloaded_tab_replaces_its_old_comm_silently_and_unload_says_closing(l
         kernel.client.shell_channel.send(kernel.client.session.msg(
             "comm_open", {"comm_id": comm_id, "target_name": "mini_magic", "data": {"frontend_id": tab}}))
     _comm_messages(kernel, other, lambda m: any(x["type"] == "snapshot" for x in m))
-    during_run = kernel.until_idle(kernel.submit("%%thither\nx = 1"))
+    during_run = _until_idle_and(kernel, kernel.submit("%%thither\nx = 1"),
+                                 lambda m: _finished_on(new)(m) and _finished_on(other)(m))
     seen = _data_by_comm(during_run, (old, new, other))
     assert seen[old] == [] and any(d.get("event") == "finished" for d in seen[new]) \
         and any(d.get("event") == "finished" for d in seen[other]), seen
