@@ -5,6 +5,11 @@ publisher emits Display/UpdateDisplay/ClearOutput events is installed, so ``IPyt
 ``_repr_*_`` methods and the matplotlib inline backend behave as in a notebook. Without IPython (a bare remote
 image), ``display`` is still a builtin that sends the object's mimebundle from its ``_repr_*_`` methods.
 
+The shell is made when a run first needs it, not when the worker starts: importing IPython and making its shell is
+about half of a worker's start-up, and a run that displays nothing never needs it. It is made when IPython or
+matplotlib is first imported (an import hook: the inline backend must find it when pyplot loads), when ``display``
+is first called, and when a trailing value is first formatted.
+
 What a run shows follows a notebook cell of the kernel (with the matplotlib-inline backend):
 
 * the cell's trailing value is formatted here, by this process's formatters, so the display state of the libraries
@@ -18,6 +23,8 @@ What a run shows follows a notebook cell of the kernel (with the matplotlib-inli
 from __future__ import annotations
 
 import builtins
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -72,6 +79,7 @@ class DisplayBridge:
         self.emit = emit
         self._sync = sync
         self.shell: Any = None
+        self._ipython = False  # IPython is importable and its shell not made yet
         self._post_execute_pending = False
 
     def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None, display_id: str | None, update: bool):
@@ -82,7 +90,26 @@ class DisplayBridge:
         self._sync()
         self.emit(ClearOutput, wait=wait)
 
+    def ensure_shell(self) -> None:
+        """Make IPython's shell now if IPython is here and it is not made yet (see the module docstring)."""
+        if self.shell is None and self._ipython:
+            self._ipython = False  # once: a failure falls back for good, and the import below re-enters the hook
+            try:
+                self.shell = _ipython_shell(self)
+            except ImportError:
+                builtins.display = self.fallback_display  # type: ignore[attr-defined]
+
+    def display(self, *objs: Any, **kwargs: Any) -> Any:
+        """The builtin ``display`` until IPython's replaces it: makes the shell, then displays through it."""
+        self.ensure_shell()
+        if self.shell is None:
+            return self.fallback_display(*objs, **kwargs)
+        from IPython.display import display
+
+        return display(*objs, **kwargs)
+
     def format(self, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.ensure_shell()
         if self.shell is not None:
             data, metadata = self.shell.display_formatter.format(value)
             return dict(data), dict(metadata)
@@ -159,11 +186,57 @@ def _reset_inline_backend() -> None:
 
 def install(emit: Emit, sync: Callable[[], None]) -> DisplayBridge:
     bridge = DisplayBridge(emit, sync)
-    try:
-        bridge.shell = _ipython_shell(bridge)
-    except ImportError:
+    if not _importable("IPython"):
         builtins.display = bridge.fallback_display  # type: ignore[attr-defined]
+        return bridge
+    bridge._ipython = True
+    # find_spec, not import: importing matplotlib_inline imports matplotlib and its backend module, which would
+    # then miss the shell and never register the PNG formatter (and costs start-up time).
+    if "MPLBACKEND" not in os.environ and _importable("matplotlib_inline"):
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    builtins.display = bridge.display  # type: ignore[attr-defined]
+    if any(name in sys.modules for name in _SHELL_MODULES):  # imported before us (a sitecustomize, a runtime)
+        bridge.ensure_shell()
+    else:
+        sys.meta_path.insert(0, _ShellOnImport(bridge))
     return bridge
+
+
+_SHELL_MODULES = ("IPython", "matplotlib")
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a module with no spec
+        return False
+
+
+class _ShellAfterExec(importlib.abc.Loader):
+    def __init__(self, loader: Any, bridge: DisplayBridge) -> None:
+        self._loader, self._bridge = loader, bridge
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        self._bridge.ensure_shell()
+
+
+class _ShellOnImport(importlib.abc.MetaPathFinder):
+    """Makes the shell right after IPython or matplotlib is first imported (their package's own code has run)."""
+
+    def __init__(self, bridge: DisplayBridge) -> None:
+        self._bridge = bridge
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in _SHELL_MODULES or not self._bridge._ipython:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ShellAfterExec(spec.loader, self._bridge)
+        return spec
 
 
 def _ipython_shell(bridge: DisplayBridge) -> Any:
@@ -186,13 +259,12 @@ def _ipython_shell(bridge: DisplayBridge) -> Any:
         def init_io(self) -> None:  # keep the worker's captured sys.stdout/sys.stderr as they are
             pass
 
-    # find_spec, not import: importing matplotlib_inline imports matplotlib and its backend module, which would
-    # then miss the shell below and never register the PNG formatter (and costs start-up time).
-    if "MPLBACKEND" not in os.environ and importlib.util.find_spec("matplotlib_inline") is not None:
-        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     config = Config()
     config.HistoryManager.enabled = False
     shell = WorkerInteractiveShell.instance(config=config)
+    from IPython.display import display
+
+    builtins.display = display  # type: ignore[attr-defined]  # as IPython's shell sets it (older ones did not)
     if "matplotlib" in sys.modules and os.environ.get("MPLBACKEND", "").endswith("backend_inline"):
         # Something (a sitecustomize, a runtime) imported matplotlib before us: switch its backend now that the
         # shell exists (the inline backend hooks itself into the shell when its module loads).

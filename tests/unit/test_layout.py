@@ -46,6 +46,8 @@ THIRD_PARTY = frozenset({"cloudpickle"})
 # (file, function it sits in, module imported): IPython where the worker has it, each behind an ImportError fallback.
 LAZY_OPTIONAL = frozenset({
     ("display.py", "_ipython_shell", "IPython.core.displaypub"),
+    ("display.py", "_ipython_shell", "IPython.display"),
+    ("display.py", "display", "IPython.display"),  # only once the shell exists (then IPython is there)
     ("display.py", "_ipython_shell", "IPython.core.interactiveshell"),
     ("display.py", "_ipython_shell", "traitlets"),
     ("display.py", "_ipython_shell", "traitlets.config"),
