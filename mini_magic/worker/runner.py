@@ -36,7 +36,7 @@ from .inputs import RunInputs
 from .modules import ShippedModules, evict_local_modules
 from .output import EventSender, OutputCapture
 from .shell import WorkerShell
-from .state import InterpreterState
+from .state import InterpreterState, environ_snapshot, restore_environ
 
 # The whole mini_magic package, not only worker/: a traceback's leading frames in wire or pickler are ours too.
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -285,22 +285,6 @@ _SHELL = WorkerShell()
 
 
 
-def _environ_snapshot() -> dict[Any, Any]:
-    """The process environment as os.environ holds it. Copying its encoded dict is one C-level copy; going through
-    the mapping decodes every variable, twice per run (save and compare), most of the worker's own cost of a
-    trivial cell. ``_data`` is CPython's; where it is missing, the decoded copy."""
-    data = getattr(os.environ, "_data", None)
-    return dict(data) if isinstance(data, dict) else dict(os.environ)
-
-
-def _restore_environ(saved: dict[Any, Any]) -> None:
-    environ: Any = os.environ
-    if saved and all(isinstance(k, bytes) for k in saved) and hasattr(os, "environb"):
-        environ = os.environb  # the same environment, its keys and values as bytes: what _data holds on POSIX
-    environ.clear()
-    environ.update(saved)
-
-
 def _unmap(buffers: tuple[Any, ...]) -> None:
     """Unmap the job's large input frames now rather than when the job is dropped; a frame something still uses (a
     result that is a view of an input, a thread the run left running) stays mapped."""
@@ -380,7 +364,7 @@ class _ProcessState:
     """What a run may change in the worker process, saved before and restored after it."""
 
     def __init__(self) -> None:
-        self.environ = _environ_snapshot()
+        self.environ = environ_snapshot()
         self.cwd = os.getcwd()
         self.path = list(sys.path)
         self.threads = set(threading.enumerate())
@@ -407,8 +391,8 @@ class _ProcessState:
         return self.interpreter.unrestorable()
 
     def restore(self) -> None:
-        if _environ_snapshot() != self.environ:
-            _restore_environ(self.environ)
+        if environ_snapshot() != self.environ:
+            restore_environ(self.environ)
         try:
             os.chdir(self.cwd)
         except OSError:

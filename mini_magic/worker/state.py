@@ -256,3 +256,19 @@ def _restore_matplotlib(saved: dict[str, Any] | None) -> None:
     saved = {**saved, "backend": dict.get(params, "backend")}
     if not _same_items(params, saved):
         dict.update(params, saved)  # values validated when they were set; bypass re-validation
+
+
+def environ_snapshot() -> dict[Any, Any]:
+    """The process environment as os.environ holds it, to compare and restore. Copying its encoded dict is one
+    C-level copy; going through the mapping decodes every variable (in a worker twice per run, save and compare:
+    most of its own cost of a trivial cell). ``_data`` is CPython's; where it is missing, the decoded copy."""
+    data = getattr(os.environ, "_data", None)
+    return dict(data) if isinstance(data, dict) else dict(os.environ)
+
+
+def restore_environ(saved: dict[Any, Any]) -> None:
+    environ: Any = os.environ
+    if saved and all(isinstance(k, bytes) for k in saved) and hasattr(os, "environb"):
+        environ = os.environb  # the same environment, its keys and values as bytes: what _data holds on POSIX
+    environ.clear()
+    environ.update(saved)

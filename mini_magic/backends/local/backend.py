@@ -13,6 +13,7 @@ from typing import Any
 
 from ...options import RunOptions
 from ...wire import Cancelled, Event, Job, encode_job
+from ...worker.state import environ_snapshot
 from ..base import Backend, QueuedRunHandle
 from .gpus import gpu_count, gpu_environment
 from .pool import WorkerPool
@@ -71,6 +72,7 @@ class LocalBackend(Backend):
 
     def __init__(self, *, max_workers: int = 4, prewarm: bool = True) -> None:
         self.pool = WorkerPool(max_workers, prewarm=prewarm)
+        self._profiles: dict[Any, tuple[dict[Any, Any], WorkerProfile]] = {}  # see profile()
 
     @classmethod
     def from_config(cls, config: Any, shell: Any = None) -> LocalBackend:
@@ -81,7 +83,25 @@ class LocalBackend(Backend):
         return self.pool.max_workers
 
     def profile(self, options: RunOptions, cwd: str | None = None) -> WorkerProfile:
-        """The worker's whole start-up environment: secrets enter here, in the process environment only."""
+        """The worker's whole start-up environment: secrets enter here, in the process environment only.
+
+        Without volumes or secrets (whose files are read each time) the profile is reused while the kernel's
+        environment and the run's GPU and ``--env`` are unchanged: building it decodes and sorts the whole
+        environment, a large share of a warm trivial cell's cost here."""
+        if options.volumes or options.secrets:
+            return self._profile(options, cwd)
+        key = (options.gpu, tuple(sorted(options.env.items())))
+        environ = environ_snapshot()
+        cached = self._profiles.get(key)
+        if cached is not None and cached[0] == environ:
+            return cached[1]
+        profile = self._profile(options, cwd)
+        if len(self._profiles) > 16:
+            self._profiles.clear()
+        self._profiles[key] = (environ, profile)
+        return profile
+
+    def _profile(self, options: RunOptions, cwd: str | None) -> WorkerProfile:
         environ = {**os.environ, **gpu_environment(options.gpu), **options.env}
         for name, path in options.volumes:
             environ.update(local_volume(name, path, link=False))
