@@ -5,7 +5,11 @@ figure's memory and workers never weigh on the next. The table gives the median 
 (with min and max), their ratio, the target and whether it is met; it is printed, written to ``bench/results.md``
 with a description of the machine, and drawn in ``bench/results.png`` (each ratio as a share of its target).
 
-Run: python bench/run.py [--quick] [--only NAME,NAME]   (the test extras installed: numpy, tqdm, modal for the fake)
+With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add /tmp/before v0.1.0``) every
+figure is measured with that version's package too, in the same run (``PYTHONPATH=DIR``: the kernels and workers
+it starts use it as well), and the table gains its value and ratio: the before/after comparison.
+
+Run: python bench/run.py [--quick] [--only NAME,NAME] [--before DIR]   (the test extras: numpy, tqdm, modal)
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path.insert(0, str(HERE))
+if "PYTHONPATH" not in os.environ:  # else the package under test is the one PYTHONPATH names (--before)
+    sys.path.insert(1, str(HERE.parent))
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Figure:
     values: list[float] = field(default_factory=list)
     baselines: list[float] = field(default_factory=list)
     note: str = ""
+    before: Figure | None = None  # the same figure measured with an earlier version (--before)
 
     @property
     def ratio(self) -> float:
@@ -214,6 +221,18 @@ def hither_calls(quick: bool) -> dict:
     return {"values": values, "baselines": baselines}
 
 
+def _plain_tqdm_loop(n: int) -> float:
+    """tqdm's own cost, drawing to a string buffer here (no mirroring): what a mirrored bar is compared with."""
+    import io
+
+    from tqdm import tqdm
+
+    t = time.perf_counter()
+    for _ in tqdm(range(n), file=io.StringIO()):
+        pass
+    return time.perf_counter() - t
+
+
 TQDM_CELL = """
 import time
 from tqdm import tqdm
@@ -246,7 +265,9 @@ def tqdm_mirroring(quick: bool) -> dict:
     finally:
         backend.close()
         registry.close()
-    return {"values": namespace["mirrored"], "baselines": namespace["disabled"]}
+    plain = statistics.median(_plain_tqdm_loop(namespace["N"]) for _ in range(3))
+    return {"values": namespace["mirrored"], "baselines": namespace["disabled"],
+            "note": f"a plain tqdm (no mirroring, drawing to a buffer, in this process): {plain:.2f} s"}
 
 
 def map_items(quick: bool) -> dict:
@@ -272,8 +293,11 @@ with ProcessPoolExecutor(4) as pool:
 close_script_runtime()
 print("JSON", json.dumps({{"values": values, "baselines": baselines}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(out.split("JSON ", 1)[1])
+    # In the bench folder: `inc` is a local module's function there, shipped to the workers as a notebook's is.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.split("JSON ", 1)[1])
 
 
 def modal_fake(quick: bool) -> dict:
@@ -288,11 +312,20 @@ def modal_fake(quick: bool) -> dict:
             "queue_ops": float(ops.rsplit("queue ops/s ", 1)[1])}
 
 
+def _modal_rows(raw: dict, before: dict | None) -> list[Figure]:
+    """No baseline of its own: the figure is "no regression", so its baseline is the earlier version's value."""
+    base = [before["warm_ms"]] if before and "warm_ms" in before else []
+    return [Figure("Modal (fake control plane): warm trivial cell", "the --before version" if base else
+                   "(run with --before)", "ms", "slowdown" if base else "ceiling", 1.2 if base else 1e9,
+                   [raw["warm_ms"]], base),
+            Figure("Modal (fake): queue ops/s at 100k hither calls", "-", "ops/s", "ceiling", 20, [raw["queue_ops"]])]
+
+
 FIGURES = {f.__name__: f for f in (warm_cell_in_kernel, warm_cell_from_client, first_cell, arrays, hither_calls,
                                     tqdm_mirroring, map_items, modal_fake)}
 
 
-def table(raw: dict[str, dict]) -> list[Figure]:
+def table(raw: dict[str, dict], before_modal: dict | None = None) -> list[Figure]:
     rows: list[Figure] = []
 
     def add(figure: Figure, values, baselines=()) -> None:
@@ -329,17 +362,14 @@ def table(raw: dict[str, dict]) -> list[Figure]:
             r["values"], r["baselines"])
     if "tqdm_mirroring" in raw:
         r = raw["tqdm_mirroring"]
-        add(Figure("tqdm mirroring, empty loop body", "tqdm(disable=True)", "s", "slowdown", 1.03),
-            r["values"], r["baselines"])
+        add(Figure("tqdm mirroring, empty loop body", "tqdm(disable=True)", "s", "slowdown", 1.03,
+                   note=r.get("note", "")), r["values"], r["baselines"])
     if "map_items" in raw:
         r = raw["map_items"]
         add(Figure(".map of trivial items, 4 workers", "ProcessPoolExecutor.map", "s", "slowdown", 2),
             r["values"], r["baselines"])
     if "modal_fake" in raw and "error" not in raw["modal_fake"]:
-        r = raw["modal_fake"]
-        add(Figure("Modal (fake control plane): warm trivial cell", "before: 135 ms", "ms", "slowdown", 1.2),
-            [r["warm_ms"]], [135.0])
-        add(Figure("Modal (fake): queue ops/s at 100k hither calls", "-", "ops/s", "ceiling", 20), [r["queue_ops"]])
+        rows.extend(_modal_rows(raw["modal_fake"], before_modal))
     return rows
 
 
@@ -359,11 +389,17 @@ def machine() -> str:
 
 
 def render(rows: list[Figure]) -> str:
-    lines = ["| figure | value (median, min-max) | baseline | baseline value | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    with_before = any(f.before is not None for f in rows)
+    lines = ["| figure | value (median, min-max) | baseline | baseline value | ratio | target | met |"
+             + (" before: value | before: ratio |" if with_before else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if with_before else "")]
     for f in rows:
-        lines.append(f"| {f.name} | {spread(f.values, f.unit)} | {f.baseline} | {spread(f.baselines, f.unit)} | "
-                     f"{f.ratio_text()} | {f.target_text()} | {'yes' if f.met else '**no**'} |")
+        line = (f"| {f.name} | {spread(f.values, f.unit)} | {f.baseline} | {spread(f.baselines, f.unit)} | "
+                f"{f.ratio_text()} | {f.target_text()} | {'yes' if f.met else '**no**'} |")
+        if with_before:
+            b = f.before
+            line += (f" {spread(b.values, b.unit)} | {b.ratio_text()} |" if b is not None and b.values else " - | - |")
+        lines.append(line)
     notes = [f"- {f.name}: {f.note}" for f in rows if f.note]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -398,27 +434,39 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated figures to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     parser.add_argument("--out", default=str(HERE), help="folder for results.md and results.png")
+    parser.add_argument("--before", help="a checkout of an earlier version to measure alongside (see above)")
     args = parser.parse_args()
     if args.figure:
         print("RESULT", json.dumps(FIGURES[args.figure](args.quick)))
         return 0
     raw: dict[str, dict] = {}
+    before: dict[str, dict] = {}
     for name in (args.only.split(",") if args.only else FIGURES):
-        t = time.perf_counter()
-        command = [sys.executable, __file__, "--figure", name] + (["--quick"] if args.quick else [])
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or "RESULT " not in done.stdout:
-            print(f"{name}: FAILED\n{done.stderr[-3000:]}", file=sys.stderr)
-            continue
-        raw[name] = json.loads(done.stdout.split("RESULT ", 1)[1])
-        print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    rows = table(raw)
+        for version, into in ((None, raw), *(((args.before, before),) if args.before else ())):
+            t = time.perf_counter()
+            command = [sys.executable, __file__, "--figure", name] + (["--quick"] if args.quick else [])
+            env = {**os.environ, "PYTHONPATH": version} if version else None
+            # Elsewhere than the repository: `python -m mini_magic.worker` puts its folder first on sys.path,
+            # which would run this checkout's worker under the --before version's kernel side.
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.mkdtemp())
+            label = f"{name}{' (before)' if version else ''}"
+            if done.returncode != 0 or "RESULT " not in done.stdout:
+                print(f"{label}: FAILED\n{done.stderr[-3000:]}", file=sys.stderr)
+                continue
+            into[name] = json.loads(done.stdout.split("RESULT ", 1)[1])
+            print(f"{label}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    rows = table(raw, before.get("modal_fake"))
+    if before:
+        earlier = {f.name: f for f in table(before)}
+        for f in rows:
+            f.before = earlier.get(f.name)
     text = render(rows)
     print(text)
     out = Path(args.out)
     (out / "results.md").write_text(
         f"# mini_magic benchmarks\n\n`python bench/run.py{' --quick' if args.quick else ''}` on "
-        f"{time.strftime('%Y-%m-%d')}: {machine()}.\n\n{text}\n\n![ratios](results.png)\n")
+        f"{time.strftime('%Y-%m-%d')}: {machine()}."
+        + (f" Before: `{args.before}`." if args.before else "") + f"\n\n{text}\n\n![ratios](results.png)\n")
     (out / "raw.json").write_text(json.dumps(raw, indent=1))
     chart(rows, out / "results.png")
     return 0
