@@ -23,7 +23,6 @@ from typing import Generic, TypeVar
 # A child of the registry's logger: who watches "mini_magic.runs" sees the store's complaints too.
 log = logging.getLogger("mini_magic.runs.store")
 
-COALESCE = 0.02  # seconds the writer waits after a change for the next ones, to write them together
 _BUSY_TIMEOUT = 30.0  # seconds sqlite waits on another kernel's lock before a write attempt fails
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -217,10 +216,6 @@ class WriteBehind(Generic[R]):
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: self.pending or self.inflight or self._stopping)
-                    stopping = self._stopping
-                if not stopping:
-                    time.sleep(COALESCE)  # a fast run's created, started and finished become one write
-                with self._cond:
                     if not self.pending and not self.inflight:
                         return  # stopping with nothing left
                     # Snapshot under the lock, serialise outside it: the hot path only ever waits for a copy.

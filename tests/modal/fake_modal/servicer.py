@@ -27,6 +27,8 @@ from typing import Any
 import grpclib.server
 from google.protobuf.message import Message
 from grpclib import GRPCError, Status
+from grpclib.exceptions import StreamTerminatedError
+from h2.exceptions import StreamClosedError
 from grpclib.events import RecvRequest, listen
 from modal_proto import api_grpc, api_pb2
 
@@ -615,12 +617,19 @@ def _unimplemented(name: str):
     return handler
 
 
+_CLIENT_GONE = (StreamClosedError, StreamTerminatedError, ConnectionResetError, BrokenPipeError)
+
+
 def _guarded(name: str, fn):
     async def handler(self, stream):
         try:
             return await fn(self, stream)
         except (GRPCError, asyncio.CancelledError):
             raise
+        except _CLIENT_GONE:
+            # The caller closed its stream while a held call (a heartbeat's long poll) was answering: a container
+            # that exited, a client that gave up. A server drops the reply; it is no crash of the handler.
+            return None
         except Exception as exc:
             self.state.errors.append(f"{name}: {traceback.format_exc()}")
             raise GRPCError(Status.INTERNAL, f"fake control plane crashed in {name}: {exc!r}")
