@@ -156,7 +156,10 @@ def test_real_kernel_interrupts_across_the_life_of_a_cell_with_a_large_input(liv
             assert result.error["ename"] == "KeyboardInterrupt", f"cell {k}: {shown}"
             if "mini_magic" in shown or "channel.py" in shown:  # the interrupt landed in our code: one line
                 assert len(result.error["traceback"]) == 1, f"cell {k}: {shown}"
-            assert ("results were assigned" in shown) == assigned, f"cell {k}: assigned={assigned}: {shown}"
+            if len(result.error["traceback"]) == 1:  # our message says whether the results were assigned
+                assert ("results were assigned" in shown) == assigned, f"cell {k}: assigned={assigned}: {shown}"
+            # Else it landed in IPython's own code around the magic, as it can for any cell: before the magic ran
+            # (nothing assigned) or after it returned (e.g. the shell's execution count trait being set).
     report = kernel.run(
         "from mini_magic.extension import _STATE\n"
         "state = next(iter(_STATE.values()))\n"

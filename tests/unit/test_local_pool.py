@@ -27,6 +27,7 @@ class FakeProcess:
         self.number = number
         self.alive = True
         self.last_used = float(number)
+        self.jobs_ended = 0.0
         self.sent: list[Any] = []
 
     def send(self, frames: Any) -> None:
@@ -170,3 +171,19 @@ def test_a_started_run_keeps_no_reference_to_its_frames(pool) -> None:
     p.submit(run)
     p.started(run)
     assert run.frames == []
+
+
+def test_the_worker_that_ran_last_is_preferred_over_one_that_became_ready_later(pool) -> None:
+    """A prewarmed worker that connects while a cell runs on another must not take the next cell: the worker that
+    ran the previous cells has their imports loaded."""
+    p = pool(max_workers=3)
+    first = FakeRun(P, "a")
+    p.submit(first)
+    warm = p.started(first)
+    p.end(first)
+    late = FakeProcess(P, 99)  # became ready after the warm worker went back to the pool
+    with p._lock:
+        p._idle.append(late)
+    second = FakeRun(P, "b")
+    p.submit(second)
+    assert p.started(second) is warm

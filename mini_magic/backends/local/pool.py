@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -64,11 +65,15 @@ class WorkerPool:
             threading.Thread(target=self._spawn_for, args=(run,), name="mini-magic-spawn", daemon=True).start()
 
     def _take_idle(self, profile: WorkerProfile) -> WorkerProcess | None:
-        for worker in reversed(self._idle):
-            if worker.profile == profile and worker.alive:
-                self._idle.remove(worker)
-                return worker
-        return None
+        """The idle worker of this profile that ran a job last: what the previous cells imported is loaded there.
+        A worker that never ran one (prewarmed, or started while another took the cell) comes after, however
+        recently it became ready."""
+        ready = [w for w in self._idle if w.profile == profile and w.alive]
+        if not ready:
+            return None
+        worker = max(ready, key=lambda w: w.jobs_ended)
+        self._idle.remove(worker)
+        return worker
 
     def _make_room(self) -> bool:
         if self._count() < self.max_workers:
@@ -150,6 +155,7 @@ class WorkerPool:
         with self._lock:
             run = self._busy.pop(worker, None)
             if reusable and not self._closed:
+                worker.jobs_ended = time.monotonic()
                 self._idle.append(worker)
         if not reusable:
             worker.close()

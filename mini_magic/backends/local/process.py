@@ -109,6 +109,7 @@ class WorkerProcess:
         self.log_path = os.path.join(socket_dir, f"worker-{self.id}.log")
         self.returncode: int | None = None
         self.last_used = time.monotonic()
+        self.jobs_ended = 0.0  # monotonic time its last job ended, for the pool's choice (0: never ran one)
         self._scrubber = profile.scrubber()
         self.detached = False
         key = key if key is not None else os.urandom(32)
