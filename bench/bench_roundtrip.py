@@ -58,25 +58,17 @@ def api_level(n: int) -> list[tuple[str, list[float]]]:
 
 
 def kernel_level(n: int) -> list[tuple[str, list[float]]]:
-    from jupyter_client.manager import KernelManager
+    from run import start_kernel  # bench/run.py, beside this script
 
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=tempfile.mkdtemp(), env={**os.environ, "MINI_MAGIC_HOME": tempfile.mkdtemp()})
-    client = km.blocking_client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-
-    def run(code: str) -> None:
-        reply = client.execute_interactive(code, timeout=60, output_hook=lambda msg: None)
-        assert reply["content"]["status"] == "ok", reply["content"]
-
-    run("%load_ext mini_magic")
-    for _ in range(5):
-        run("%%thither\nx = 1")
-    rows = [("kernel: plain cell `x = 1`", timed(lambda: run("x = 1"), n)),
-            ("kernel: %%thither cell `x = 1`", timed(lambda: run("%%thither\nx = 1"), n))]
-    client.stop_channels()
-    km.shutdown_kernel(now=True)
+    run, close = start_kernel()
+    try:
+        run("%load_ext mini_magic")
+        for _ in range(5):
+            run("%%thither\nx = 1")
+        rows = [("kernel: plain cell `x = 1`", timed(lambda: run("x = 1"), n)),
+                ("kernel: %%thither cell `x = 1`", timed(lambda: run("%%thither\nx = 1"), n))]
+    finally:
+        close()
     return rows
 
 

@@ -92,7 +92,8 @@ def _pool_round_trip(n: int) -> list[float]:
     return samples
 
 
-def _kernel():
+def start_kernel():
+    """A fresh kernel in a temporary folder and run store: ``(run, close)``, ``run(code)`` returning its stdout."""
     from jupyter_client.manager import KernelManager
 
     km = KernelManager(kernel_name="python3")
@@ -140,7 +141,7 @@ print('JSON', json.dumps({'values': _cell, 'baselines': _base}))
 
 
 def warm_cell_in_kernel(quick: bool) -> dict:
-    run, close = _kernel()
+    run, close = start_kernel()
     try:
         run("%load_ext mini_magic")
         out = run(WARM_IN_KERNEL.replace("N)", f"{100 if quick else 400})"))
@@ -151,7 +152,7 @@ def warm_cell_in_kernel(quick: bool) -> dict:
 
 def warm_cell_from_client(quick: bool) -> dict:
     n = 60 if quick else 200
-    run, close = _kernel()
+    run, close = start_kernel()
     try:
         run("%load_ext mini_magic")
         for _ in range(10):
@@ -179,7 +180,7 @@ def first_cell(quick: bool) -> dict:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import cloudpickle"], check=True)
         baselines.append(time.perf_counter() - t)
-        run, close = _kernel()
+        run, close = start_kernel()
         try:
             run("%load_ext mini_magic")
             t = time.perf_counter()

@@ -65,11 +65,25 @@ def dev_shm() -> set[str]:
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
-def nothing_shared_left(pids: list[int], shmem_before: float, timeout: float = 10) -> None:
-    assert wait_until(lambda: not any(shared_holdings(p) for p in pids), timeout), {
-        p: shared_holdings(p) for p in pids}
-    # The 256 MiB that went in (and any result) are freed: what is left is noise from elsewhere on the machine.
-    assert wait_until(lambda: shmem_mib() < shmem_before + SIZE_MIB / 2, timeout), (shmem_before, shmem_mib())
+class Baseline:
+    """The machine's shared memory before a run, for :meth:`nothing_left` after it ends."""
+
+    def __init__(self) -> None:
+        self.shmem_mib, self.dev_shm = shmem_mib(), dev_shm()
+
+    def nothing_left(self, pids: list[int], timeout: float = 10) -> None:
+        assert wait_until(lambda: not any(shared_holdings(p) for p in pids), timeout), {
+            p: shared_holdings(p) for p in pids}
+        # The 256 MiB that went in (and any result) are freed: what is left is noise from elsewhere on the machine.
+        assert wait_until(lambda: shmem_mib() < self.shmem_mib + SIZE_MIB / 2, timeout), (self.shmem_mib, shmem_mib())
+        assert dev_shm() == self.dev_shm
+
+
+def kernel_with_x(live_kernel) -> tuple[object, int, Baseline]:
+    """A kernel holding the 256 MiB array ``x``, its pid, and the machine's shared memory before any run."""
+    kernel = live_kernel()
+    assert kernel.run(MAKE_X).error is None
+    return kernel, kernel_pid(kernel), Baseline()
 
 
 def test_a_large_array_goes_in_and_comes_back_through_shared_memory(live_kernel):
@@ -99,10 +113,7 @@ def test_turned_off_large_values_go_through_the_socket(live_kernel):
 
 @pytest.mark.kernel_interrupt
 def test_an_interrupted_run_leaves_nothing_shared(live_kernel):
-    kernel = live_kernel()
-    assert kernel.run(MAKE_X).error is None
-    kpid = kernel_pid(kernel)
-    shmem_before, named_before = shmem_mib(), dev_shm()
+    kernel, kpid, baseline = kernel_with_x(live_kernel)
     msg_id = kernel.submit("%%thither\n" + WHERE_X + "y = x + 1\nprint('started', flush=True)\n"
                            "import time\nwhile True:\n    time.sleep(0.05)")
     seen = kernel.wait_for_stdout(msg_id, "started", timeout=60)
@@ -111,30 +122,22 @@ def test_an_interrupted_run_leaves_nothing_shared(live_kernel):
     kernel.interrupt()
     result = kernel.collect(msg_id, timeout=30)
     assert result.error is not None and result.error["ename"] == "KeyboardInterrupt"
-    nothing_shared_left([kpid, worker, *workers_of(kpid)], shmem_before)
-    assert dev_shm() == named_before
+    baseline.nothing_left([kpid, worker, *workers_of(kpid)])
 
 
 def test_a_crash_leaves_nothing_shared(live_kernel):
     """The worker dies (SIGKILL) holding its input and a result made from it in shared and private memory."""
-    kernel = live_kernel()
-    assert kernel.run(MAKE_X).error is None
-    kpid = kernel_pid(kernel)
-    shmem_before, named_before = shmem_mib(), dev_shm()
+    kernel, kpid, baseline = kernel_with_x(live_kernel)
     result = kernel.run("%%thither\n" + WHERE_X + "import os, signal\ny = x + 1\nos.kill(os.getpid(), signal.SIGKILL)",
                         timeout=60)
     assert result.error is not None and result.error["ename"] == "WorkerCrashed", result.error
     (worker,) = pids_in(result.stdout)
     assert kernel.run("print('y' in globals())").stdout == "False\n"
-    nothing_shared_left([kpid, worker, *workers_of(kpid)], shmem_before)
-    assert dev_shm() == named_before
+    baseline.nothing_left([kpid, worker, *workers_of(kpid)])
 
 
 def test_a_killed_kernel_leaves_nothing_shared(live_kernel):
-    kernel = live_kernel()
-    assert kernel.run(MAKE_X).error is None
-    kpid = kernel_pid(kernel)
-    shmem_before, named_before = shmem_mib(), dev_shm()
+    kernel, kpid, baseline = kernel_with_x(live_kernel)
     msg_id = kernel.submit("%%thither --bg\n" + WHERE_X + "y = x + 1\nprint('started', flush=True)\n"
                            "import time\nwhile True:\n    time.sleep(0.05)")
     assert kernel.collect(msg_id, timeout=30).error is None
@@ -144,5 +147,4 @@ def test_a_killed_kernel_leaves_nothing_shared(live_kernel):
     kernel.km.shutdown_kernel(now=True)  # SIGKILL
 
     assert wait_until(lambda: not any(running(p) for p in tree), 10), [p for p in tree if running(p)]
-    nothing_shared_left(tree, shmem_before)
-    assert dev_shm() == named_before
+    baseline.nothing_left(tree)
