@@ -237,15 +237,17 @@ def _plain_tqdm_loop(n: int) -> float:
 TQDM_CELL = """
 import time
 from tqdm import tqdm
-def _loop(**kw):
+def _loop(items, **kw):
     t = time.perf_counter()
-    for _ in tqdm(range(N), **kw):
+    for _ in tqdm(items, **kw):
         pass
     return time.perf_counter() - t
-mirrored, disabled = [], []
+mirrored, disabled, gen_mirrored, gen_disabled = [], [], [], []
 for _ in range(R):
-    mirrored.append(_loop())
-    disabled.append(_loop(disable=True))
+    mirrored.append(_loop(range(N)))
+    disabled.append(_loop(range(N), disable=True))
+    gen_mirrored.append(_loop((i for i in range(N)), total=N))
+    gen_disabled.append(_loop((i for i in range(N)), total=N, disable=True))
 """
 
 
@@ -268,6 +270,7 @@ def tqdm_mirroring(quick: bool) -> dict:
         registry.close()
     plain = statistics.median(_plain_tqdm_loop(namespace["N"]) for _ in range(3))
     return {"values": namespace["mirrored"], "baselines": namespace["disabled"],
+            "generator": {"values": namespace["gen_mirrored"], "baselines": namespace["gen_disabled"]},
             "note": f"a plain tqdm (no mirroring, drawing to a buffer, in this process): {plain:.2f} s"}
 
 
@@ -365,6 +368,11 @@ def table(raw: dict[str, dict], before_modal: dict | None = None) -> list[Figure
         r = raw["tqdm_mirroring"]
         add(Figure("tqdm mirroring, empty loop body", "tqdm(disable=True)", "s", "slowdown", 1.03,
                    note=r.get("note", "")), r["values"], r["baselines"])
+        if "generator" in r:
+            add(Figure("tqdm mirroring, empty loop body, over a generator", "tqdm(disable=True)", "s", "slowdown",
+                       1.03, note="an iterator without a length is counted by enumerate (no Python code per item, "
+                       "but a C call more than a bare generator)"),
+                r["generator"]["values"], r["generator"]["baselines"])
     if "map_items" in raw:
         r = raw["map_items"]
         add(Figure(".map of trivial items, 4 workers", "ProcessPoolExecutor.map", "s", "slowdown", 2),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ class RunContext:
 
 
 _current: RunContext | None = None
+_service_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _worker_process = False
 _reported: set[str] = set()
 _reported_lock = threading.Lock()
@@ -98,3 +100,16 @@ def report_outside_run(key: str, message: str, *, stream: Any = None) -> None:
         (stream or sys.stderr).write(f"mini_magic: {message}\n")
     except (OSError, ValueError):
         pass  # a closed stderr must not break the caller
+
+
+def service_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a daemon thread of mini_magic's own that never runs the cell's code (the tqdm watcher). Started during
+    a run, it is not one the run left running: the worker still counts as clean and frees the run's namespace."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    _service_threads.add(thread)
+    thread.start()
+    return thread
+
+
+def is_service_thread(thread: threading.Thread) -> bool:
+    return thread in _service_threads

@@ -407,5 +407,6 @@ class _ProcessState:
         keep the run's inputs resident until a garbage collection happens to run. Not while a thread the run
         started still runs: it may still use the namespace."""
         namespace, self.namespace = self.namespace, None
-        if namespace is not None and not any(t.is_alive() for t in threading.enumerate() if t not in self.threads):
+        if namespace is not None and not any(t.is_alive() for t in threading.enumerate()
+                                             if t not in self.threads and not context.is_service_thread(t)):
             namespace.clear()

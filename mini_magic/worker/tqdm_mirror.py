@@ -2,9 +2,13 @@
 
 No code change is needed in the cell: ``tqdm(...)``, ``trange``, ``tqdm.auto.tqdm`` and a ``tqdm`` class captured from
 the notebook (there usually ``tqdm.notebook.tqdm``, which cannot draw in a worker) all resolve to one mirrored class.
-tqdm is patched lazily, by an import hook, so a worker that never imports tqdm pays nothing. Redraws are tqdm's own
-(``mininterval``, 0.1 s by default): at most about ten events per second per bar, plus the final state on close.
-A bar finds the run it belongs to through :mod:`.context`, from whatever thread updates it.
+tqdm is patched lazily, by an import hook, so a worker that never imports tqdm pays nothing.
+
+A loop over a bar runs no Python code per item (:mod:`.counted_iteration`): the bar's count is read by a watcher
+thread, which sends an update when the count moved and ``mininterval`` (0.1 s by default, at least
+:data:`POLL_INTERVAL`) has passed; ``bar.n`` is exact at any time, from any thread. Updates made by hand
+(``bar.update``) redraw as in tqdm. Either way a bar sends at most about ten events per second, plus its final state
+on close. A bar finds the run it belongs to through :mod:`.context`, from whatever thread updates it.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import importlib.machinery
 import io
 import itertools
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
 from ..wire import Progress
 from . import context
+from .counted_iteration import Watcher, counted
 
+POLL_INTERVAL = 0.1
 _ids = itertools.count(1)
 _mirror: type | None = None
+_watcher = Watcher(POLL_INTERVAL, start_thread=context.service_thread)
 
 
 def _send(bar: Any, closed: bool) -> None:
@@ -54,16 +62,62 @@ def _make_mirror(base: type) -> type:
                 kwargs.pop(notebook_only, None)
             self._mm_id = f"bar-{next(_ids)}"
             self._mm_closed = False
+            self._mm_base = 0  # the count, less what the loop in progress has done
+            self._mm_produced: Any = None  # how many items that loop has handed out, while a loop runs
+            self._mm_sent_n: Any = None
+            self._mm_lock = threading.Lock()  # one sender at a time: the final state is sent last
             super().__init__(*args, **kwargs)
 
+        # As in tqdm, an item counts once the loop body has finished with it (the one in hand does not).
+        @property  # type: ignore[override]
+        def n(self) -> Any:
+            return self._mm_base + self._mm_done()
+
+        @n.setter
+        def n(self, value: Any) -> None:
+            self._mm_base = value - self._mm_done()
+
+        def _mm_done(self) -> int:
+            produced = self._mm_produced
+            return 0 if produced is None else max(produced() - 1, 0)
+
+        def __iter__(self) -> Any:
+            if self.disable or self.iterable is None:
+                return super().__iter__()
+            iterator, self._mm_produced = counted(self.iterable, self._mm_loop_ended)
+            _watcher.watch(self)
+            return iterator
+
+        def _mm_loop_ended(self, exhausted: bool) -> None:
+            _watcher.unwatch(self)
+            produced = self._mm_produced
+            if produced is not None:
+                self._mm_base += produced() if exhausted else max(produced() - 1, 0)
+                self._mm_produced = None
+            self.close()
+
+        def poll(self) -> None:
+            """Called by the watcher thread while a loop runs: send the count if it moved and it is time."""
+            if self._mm_produced is None or self.n == self._mm_sent_n:
+                return
+            now = self._time()
+            if now - self.last_print_t >= self.mininterval and now >= self.start_t + self.delay:
+                self.last_print_t = now
+                self.display()
+
         def display(self, msg: Any = None, pos: Any = None) -> bool:
-            _send(self, closed=False)
+            with self._mm_lock:
+                if not self._mm_closed:
+                    self._mm_sent_n = self.n
+                    _send(self, closed=False)
             return True
 
         def close(self) -> None:
             if self._mm_closed or getattr(self, "disable", True):
                 return
-            self._mm_closed = True
+            _watcher.unwatch(self)
+            with self._mm_lock:
+                self._mm_closed = True
             super().close()
             _send(self, closed=True)
 
