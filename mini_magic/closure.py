@@ -16,6 +16,7 @@ value only for an annotation, so counting them would mostly capture values the c
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class StarImportError(ValueError):
     """The cell does ``from module import *``, which hides the names it binds from the analysis."""
 
 
+@functools.lru_cache(maxsize=256)  # a cell run again is not analysed again (the analysis is immutable)
 def analyze_cell(source: str) -> CellAnalysis:
     """Analyse a transformed cell's source without running it.
 

@@ -290,6 +290,8 @@ class Event:
     seq: int
     kind: ClassVar[str] = "event"
     terminal: ClassVar[bool] = False
+    # Whether its arrival wakes the kernel thread draining the run at once (see QueuedRunHandle): all but Started.
+    wakes: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,9 @@ class Started(Event):
     pid: int
     host: str
     kind: ClassVar[str] = "started"
+    # Taken with the next event, or QueuedRunHandle.QUIET_FOR later: a short cell's Started and Result are handled
+    # in one go (one run-store write, one status message), a longer run shows as running 20 ms after it started.
+    wakes: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ registering it under the ``mini_magic.backends`` entry-point group); nothing els
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,28 +65,47 @@ class QueuedRunHandle(RunHandle):
     held: an event is either still queued or returned, never lost in between (see mini_magic.interrupts).
     """
 
+    # How long an event that does not wake the waiter (Event.wakes: Started) may wait for company: a short run's
+    # Started and Result are then taken together, and a longer run is shown running this soon.
+    QUIET_FOR = 0.02
+
     def __init__(self) -> None:
         self._ready = threading.Condition()
         self._queued: deque[Event] = deque()
+        self._waking = 0  # queued events that wake the waiter
+        self._quiet_since = 0.0  # when the oldest queued event arrived, if none of them wakes
 
     def put(self, event: Event) -> None:
         with self._ready:
+            if not self._queued:
+                self._quiet_since = time.monotonic()
             self._queued.append(event)
-            self._ready.notify_all()
+            if event.wakes:
+                self._waking += 1
+            self._ready.notify_all()  # a waiter woken by a quiet event only works out how long it may sleep on
         doorbell = self.doorbell
-        if doorbell is not None:
+        if doorbell is not None and event.wakes:
             doorbell.set()
 
     def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         with self._ready:
-            return self._ready.wait_for(lambda: bool(self._queued), timeout)
+            while True:
+                now, due = time.monotonic(), deadline
+                if self._queued:
+                    if self._waking or now >= self._quiet_since + self.QUIET_FOR:
+                        return True
+                    due = min(deadline, self._quiet_since + self.QUIET_FOR)
+                if now >= deadline:
+                    return False
+                self._ready.wait(due - now)
 
     def next_events(self, timeout: float) -> list[Event]:
-        if not self.wait(timeout):
-            return []
+        self.wait(timeout)
         with self._ready:
             events = list(self._queued)
             self._queued.clear()
+            self._waking = 0
         return events
 
 

@@ -94,10 +94,11 @@ def evict_local_modules(modules: Iterable[ModuleSource], cwd: str | None, before
     """
     for shipped in modules:
         sys.modules.pop(shipped.name, None)
-    if not cwd:
+    imported = [n for n in sys.modules if n not in before]
+    if not cwd or not imported:
         return
     root = os.path.realpath(cwd)
-    for name in [n for n in sys.modules if n not in before]:
+    for name in imported:
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if not path or name.startswith("mini_magic"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import importlib
 import inspect
 import linecache
@@ -309,16 +310,25 @@ def _register_sources(job: wire.Job) -> None:
         linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
 
 
-def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
-    """Run the cell; return (True, value) when its last statement is an expression to display."""
-    source = "\n" * (job.first_line - 1) + job.source
-    tree = ast.parse(source, job.filename)
+@functools.lru_cache(maxsize=128)
+def _compiled(source: str, first_line: int, filename: str, display_trailing: bool) -> tuple[Any, Any]:
+    """The cell's code, and its trailing expression's (None if it has none to display). Code objects are immutable,
+    so a cell run again (the same source at the same place) is compiled once per worker."""
+    tree = ast.parse("\n" * (first_line - 1) + source, filename)
     trailing = None
-    if job.display_trailing and tree.body and isinstance(tree.body[-1], ast.Expr):
+    if display_trailing and tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body.pop()
         assert isinstance(last, ast.Expr)
-        trailing = ast.Expression(last.value)
-    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        trailing = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
+    return compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), trailing
+
+
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
+    """Run the cell; return (True, value) when its last statement is an expression to display."""
+    body, trailing = _compiled(job.source, job.first_line, job.filename, job.display_trailing)
     loop: asyncio.AbstractEventLoop | None = None
 
     def evaluate(code: Any) -> Any:
@@ -330,10 +340,10 @@ def _execute(job: wire.Job, namespace: dict[str, Any]) -> tuple[bool, Any]:
         return result
 
     try:
-        evaluate(compile(tree, job.filename, "exec", flags=flags, dont_inherit=True))
+        evaluate(body)
         if trailing is None:
             return False, None
-        return True, evaluate(compile(trailing, job.filename, "eval", flags=flags, dont_inherit=True))
+        return True, evaluate(trailing)
     finally:
         if loop is not None:
             loop.close()
