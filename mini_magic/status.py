@@ -56,7 +56,7 @@ class StatusChannel:
         # Held while a snapshot is built and sent and while an event is sent: a new comm then never gets a run
         # event older than its snapshot, nor a snapshot older than an event it already got.
         self._lock = threading.RLock()
-        self._pending: dict[str, dict[str, Any]] = {}  # run id -> its newest event not yet sent
+        self._pending: dict[str, tuple[str, RunRecord]] = {}  # run id -> its newest event not yet sent
         self._wake = threading.Event()
         self._sender: threading.Thread | None = None
         self._closed = False
@@ -127,7 +127,9 @@ class StatusChannel:
         with self._lock:
             if not self._comms or self._closed:
                 return
-            self._pending[record.run_id] = {"type": "run", "event": event, "run": run_json(record)}
+            # The record is this observer's own copy (the registry never changes it): turned into JSON when sent,
+            # on the sender's thread and only for the newest event of each run, not on the cell's thread.
+            self._pending[record.run_id] = (event, record)
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_events, name="mini_magic-status", daemon=True)
                 self._sender.start()
@@ -144,7 +146,8 @@ class StatusChannel:
     def _flush(self) -> None:  # locked
         """Send the pending run events (comm.send only queues a message for the iopub thread)."""
         pending, self._pending = self._pending, {}
-        for message in pending.values():
+        for event, record in pending.values():
+            message = {"type": "run", "event": event, "run": run_json(record)}
             for comm in list(self._comms.values()):
                 self._send(comm, message)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import functools
 import importlib
 import inspect
 import linecache
@@ -310,10 +309,11 @@ def _register_sources(job: wire.Job) -> None:
         linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
 
 
-@functools.lru_cache(maxsize=128)
 def _compiled(source: str, first_line: int, filename: str, display_trailing: bool) -> tuple[Any, Any]:
-    """The cell's code, and its trailing expression's (None if it has none to display). Code objects are immutable,
-    so a cell run again (the same source at the same place) is compiled once per worker."""
+    """The cell's code, and its trailing expression's (None if it has none to display).
+
+    Not cached: with a code object reused across runs, the lowest-versions run (Python 3.10) saw an unchanged input
+    function come back as changed (tests/kernel/test_call_jobs.py); compiling a cell costs tens of microseconds."""
     tree = ast.parse("\n" * (first_line - 1) + source, filename)
     trailing = None
     if display_trailing and tree.body and isinstance(tree.body[-1], ast.Expr):

@@ -64,10 +64,11 @@ def test_snapshot_events_and_cancel_over_a_subshell(live_kernel) -> None:
     (snapshot,) = _comm_messages(kernel, comm_id, lambda m: any(x["type"] == "snapshot" for x in m))
     assert snapshot["protocol"] == 1 and snapshot["runs"][0]["state"] == "done"
 
-    # A fast cell: its events come coalesced (only the newest state of a run within status.COALESCE is sent).
+    # A fast cell: its events come coalesced (only the newest state of a run within status.COALESCE is sent; on a
+    # slow machine the cell may outlast one such window, and its creation is sent before its end).
     msg_id = kernel.submit("%%thither\nvalue = 42")
     events = _run_events(kernel, comm_id, msg_id)
-    assert [e["event"] for e in events] == ["finished"], events
+    assert [e["event"] for e in events] in (["finished"], ["created", "finished"]), events
     finished = events[-1]["run"]
     assert finished["msg_id"] == msg_id and finished["backend"] == "local"
     assert finished["state"] == "done" and finished["outputs"] == ["value"] and finished["elapsed"] >= 0
