@@ -8,12 +8,17 @@ from .conftest import LiveKernel
 
 
 def _button_comm_id(kernel: LiveKernel, msg_id: str, timeout: float = 20) -> str:
-    """The comm id of the ButtonModel the running cell opened (its run panel)."""
+    """The comm id of the ButtonModel the running cell opened (its run panel), once the panel is displayed, as a
+    user sees it: a click sent as soon as the button's comm opened could reach the kernel before the panel had set
+    up the button's routing by subshell, and wait for the busy main shell (a flake seen about one run in four)."""
+    button = None
     for msg in kernel.messages(msg_id, timeout):
         state = msg["content"].get("data", {}).get("state", {}) if msg["msg_type"] == "comm_open" else {}
         if state.get("_model_name") == "ButtonModel":
-            return msg["content"]["comm_id"]
-    raise TimeoutError("the run panel's Cancel button never appeared")
+            button = msg["content"]["comm_id"]
+        elif button is not None and msg["msg_type"] == "display_data":
+            return button
+    raise TimeoutError("the run panel with its Cancel button was never displayed")
 
 
 def _create_subshell(kernel: LiveKernel) -> str:
